@@ -1,0 +1,1 @@
+"""ECRS: two-stage e-commerce recommendation serving on Triton."""

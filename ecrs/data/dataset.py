@@ -1,0 +1,146 @@
+"""Read and write a data set folder: ``schema.json`` plus three tables.
+
+Tables are Parquet or CSV, told apart by the file suffix named in the schema.
+In memory every id and feature value is a Python ``str`` (missing values are
+``None``) and timestamps are ``int64`` seconds, whatever the file stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ecrs.data.schema import TABLE_SUFFIXES, DatasetSchema, EntityTable
+from ecrs.errors import DataError
+
+
+@dataclass
+class Dataset:
+    """A schema and its users, items and interactions tables."""
+
+    schema: DatasetSchema
+    users: pd.DataFrame
+    items: pd.DataFrame
+    interactions: pd.DataFrame
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Dataset:
+        folder = Path(folder)
+        schema = DatasetSchema.load(folder)
+        users = _normalize_entities(
+            read_table(folder / schema.users.file), schema.users, "users"
+        )
+        items = _normalize_entities(
+            read_table(folder / schema.items.file), schema.items, "items"
+        )
+        interactions = _normalize_interactions(
+            read_table(folder / schema.interactions.file), schema
+        )
+        return cls(schema, users, items, interactions)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the tables under the file names the schema gives, and the schema."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_table(self.users, folder / self.schema.users.file)
+        write_table(self.items, folder / self.schema.items.file)
+        write_table(self.interactions, folder / self.schema.interactions.file)
+        self.schema.save(folder)
+        return folder
+
+    @property
+    def user_ids(self) -> list[str]:
+        return self.users[self.schema.users.id].tolist()
+
+    @property
+    def item_ids(self) -> list[str]:
+        return self.items[self.schema.items.id].tolist()
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a Parquet or CSV table with every column as text."""
+    _check_suffix(path)
+    if not path.exists():
+        raise DataError(f"table {path} does not exist; check the file name in schema.json")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    _check_suffix(path)
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+
+
+def _check_suffix(path: Path) -> None:
+    if path.suffix not in TABLE_SUFFIXES:
+        raise DataError(
+            f"table {path.name} has suffix {path.suffix!r}; "
+            f"use one of {', '.join(TABLE_SUFFIXES)}"
+        )
+
+
+def _require_columns(frame: pd.DataFrame, columns: list[str], table: str) -> None:
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise DataError(
+            f"the {table} table lacks the column(s) {missing} that schema.json names; "
+            f"its columns are {list(frame.columns)}"
+        )
+
+
+def _as_text(column: pd.Series) -> pd.Series:
+    """Convert a column to ``str`` values with ``None`` for missing ones."""
+    text = column.astype(object).where(column.notna(), None)
+    return text.map(lambda value: None if value is None else _format_value(value))
+
+
+def _format_value(value: object) -> str | None:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text or None
+
+
+def _normalize_entities(
+    frame: pd.DataFrame, table: EntityTable, name: str
+) -> pd.DataFrame:
+    columns = [table.id, *table.stored_columns]
+    _require_columns(frame, columns, name)
+    frame = frame[columns].copy()
+    for column in columns:
+        frame[column] = _as_text(frame[column])
+    if frame[table.id].isna().any():
+        row = int(frame[table.id].isna().to_numpy().argmax())
+        raise DataError(f"the {name} table has an empty id in row {row + 1}; every row needs one")
+    duplicated = frame[table.id].duplicated()
+    if duplicated.any():
+        first = frame.loc[duplicated, table.id].iloc[0]
+        raise DataError(
+            f"the {name} table lists id {first!r} {int((frame[table.id] == first).sum())} "
+            "times; ids must be unique"
+        )
+    return frame.reset_index(drop=True)
+
+
+def _normalize_interactions(frame: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
+    spec = schema.interactions
+    columns = [spec.user_id, spec.item_id, spec.event, spec.timestamp]
+    _require_columns(frame, columns, "interactions")
+    frame = frame[columns].copy()
+    for column in (spec.user_id, spec.item_id, spec.event):
+        frame[column] = _as_text(frame[column])
+    timestamps = pd.to_numeric(frame[spec.timestamp], errors="coerce")
+    if timestamps.isna().any():
+        row = int(timestamps.isna().to_numpy().argmax())
+        raise DataError(
+            f"the interactions table has timestamp {frame[spec.timestamp].iloc[row]!r} "
+            f"in row {row + 1}; timestamps must be integer seconds since the epoch"
+        )
+    frame[spec.timestamp] = timestamps.astype("int64")
+    return frame.reset_index(drop=True)

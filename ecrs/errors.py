@@ -1,0 +1,61 @@
+"""Exceptions raised by ECRS.
+
+Every error derives from ``EcrsError``. Errors caused by data or input carry the
+offending value in their message; errors of a store or server name its address.
+
+    EcrsError
+    ├── DataError            a data set, schema or row is invalid
+    ├── ConfigError          a setting or command-line value is invalid
+    ├── NotFoundError        a user or item id is not in the stores
+    ├── InvalidInputError    a request input is malformed
+    ├── UnavailableError     Redis, Milvus or Triton cannot be reached
+    ├── ExportError          an export failed, including a parity check
+    └── StackError           a local server failed to start or stop
+"""
+
+from __future__ import annotations
+
+
+class EcrsError(Exception):
+    """Root of every exception raised by ECRS."""
+
+
+class DataError(EcrsError):
+    """A data set, its schema or one of its rows is invalid."""
+
+
+class ConfigError(EcrsError):
+    """A setting or command-line value is invalid."""
+
+
+class NotFoundError(EcrsError):
+    """A user or item id does not exist in the stores."""
+
+    def __init__(self, message: str, *, kind: str, id: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.id = id
+
+
+class InvalidInputError(EcrsError):
+    """A request input is malformed; ``input_name`` names the tensor."""
+
+    def __init__(self, message: str, *, input_name: str) -> None:
+        super().__init__(message)
+        self.input_name = input_name
+
+
+class UnavailableError(EcrsError):
+    """A dependency (Redis, Milvus, a Triton model) cannot be reached."""
+
+    def __init__(self, message: str, *, service: str) -> None:
+        super().__init__(message)
+        self.service = service
+
+
+class ExportError(EcrsError):
+    """Exporting a model failed, for example its ONNX output differs from Paddle's."""
+
+
+class StackError(EcrsError):
+    """A local server failed to start, become ready or stop."""
