@@ -1,0 +1,131 @@
+"""A gRPC client for ``recommend_ensemble`` on tritonclient.
+
+Server errors come back as ECRS exceptions: NOT_FOUND as ``NotFoundError``,
+INVALID_ARGUMENT as ``InvalidInputError``, an unreachable server or an
+UNAVAILABLE store as ``UnavailableError``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from ecrs.errors import EcrsError, InvalidInputError, NotFoundError, UnavailableError
+
+DEFAULT_URL = "127.0.0.1:8001"
+MODEL_NAME = "recommend_ensemble"
+
+
+@dataclass(frozen=True)
+class RecommendedItem:
+    item_id: str
+    score: float
+    details: dict[str, str]
+
+
+class RecommendClient:
+    """Request recommendations from a Triton server over gRPC."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, timeout_s: float = 10.0) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self._client = grpcclient.InferenceServerClient(url=url)
+
+    def recommend(
+        self,
+        *,
+        user_id: str | None = None,
+        user_features: Mapping[str, Any] | None = None,
+        top_n: int | None = None,
+    ) -> list[RecommendedItem]:
+        """Recommend for a known ``user_id`` or a new user's ``user_features``."""
+        inputs = request_inputs(user_id=user_id, user_features=user_features, top_n=top_n)
+        try:
+            result = self._client.infer(
+                MODEL_NAME,
+                inputs,
+                outputs=[
+                    grpcclient.InferRequestedOutput(name)
+                    for name in ("ITEM_IDS", "SCORES", "ITEM_DETAILS")
+                ],
+                client_timeout=self.timeout_s,
+            )
+        except InferenceServerException as exc:
+            raise server_error(exc, self.url) from exc
+        return parse_result(result)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> RecommendClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def request_inputs(
+    *,
+    user_id: str | None,
+    user_features: Mapping[str, Any] | None,
+    top_n: int | None,
+) -> list[grpcclient.InferInput]:
+    if (user_id is None) == (user_features is None):
+        raise InvalidInputError(
+            "pass exactly one of user_id and user_features", input_name="USER_ID"
+        )
+    if user_id is not None:
+        inputs = [_bytes_input("USER_ID", user_id.encode("utf-8"))]
+    else:
+        payload = json.dumps(dict(user_features or {}), ensure_ascii=False)
+        inputs = [_bytes_input("USER_FEATURES", payload.encode("utf-8"))]
+    if top_n is not None:
+        top = grpcclient.InferInput("TOP_N", [1], "INT32")
+        top.set_data_from_numpy(np.array([top_n], dtype=np.int32))
+        inputs.append(top)
+    return inputs
+
+
+def _bytes_input(name: str, value: bytes) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([value], dtype=np.object_))
+    return tensor
+
+
+def parse_result(result: grpcclient.InferResult) -> list[RecommendedItem]:
+    ids = result.as_numpy("ITEM_IDS")
+    scores = result.as_numpy("SCORES")
+    details = result.as_numpy("ITEM_DETAILS")
+    if ids is None or scores is None or details is None:
+        return []
+    return [
+        RecommendedItem(_text(item_id), float(score), json.loads(_text(detail)))
+        for item_id, score, detail in zip(ids, scores, details)
+    ]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def server_error(exc: InferenceServerException, url: str) -> EcrsError:
+    """Map a tritonclient exception to the matching ECRS exception."""
+    status = str(exc.status() or "")
+    message = exc.message() or str(exc)
+    if "NOT_FOUND" in status:
+        return NotFoundError(message, kind="user", id="")
+    if "INVALID_ARGUMENT" in status:
+        return InvalidInputError(message, input_name="")
+    if "UNAVAILABLE" in status or "DEADLINE_EXCEEDED" in status:
+        return UnavailableError(
+            f"Triton at {url}: {message}; check that the stack is running "
+            "('ecrs stack status')",
+            service="triton",
+        )
+    return EcrsError(f"Triton at {url} returned {status or 'an error'}: {message}")

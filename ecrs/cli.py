@@ -1,0 +1,216 @@
+"""``ecrs``: data, training, export, stores and the local stack.
+
+Every command prints one line ``ecrs: error: ...`` and exits with status 1
+when it fails on bad input or an unavailable server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ecrs import commands
+from ecrs.config import Ports, StackConfig, default_state_dir
+from ecrs.errors import EcrsError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ecrs", description="Two-stage e-commerce recommendation on Triton."
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="folder for data, checkpoints, the served model repository, server "
+        "data and logs (default: $ECRS_STATE_DIR or ./.ecrs)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(subparsers)
+    _add_model_commands(subparsers)
+    _add_stack_commands(subparsers)
+    _add_main_command(subparsers)
+    return parser
+
+
+def _add_data_commands(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser("data", help="create, import and check data sets")
+    actions = data.add_subparsers(dest="action", required=True)
+
+    generate = actions.add_parser("generate", help="generate synthetic shop data")
+    generate.add_argument("--out", type=Path, required=True, help="data set folder to write")
+    generate.add_argument("--users", type=_positive_int, default=6000, help="number of users")
+    generate.add_argument("--items", type=_positive_int, default=3000, help="number of items")
+    generate.add_argument(
+        "--interactions", type=_positive_int, default=150_000, help="number of interactions"
+    )
+    generate.add_argument("--seed", type=int, default=0, help="random seed")
+    generate.set_defaults(handler=commands.generate_data)
+
+    movielens = actions.add_parser(
+        "movielens", help="convert a MovieLens 100K folder (u.user, u.item, u.data)"
+    )
+    movielens.add_argument("--source", type=Path, required=True, help="MovieLens 100K folder")
+    movielens.add_argument("--out", type=Path, required=True, help="data set folder to write")
+    _add_bad_share(movielens)
+    movielens.set_defaults(handler=commands.import_movielens)
+
+    imported = actions.add_parser(
+        "import", help="validate a data set folder and write a clean Parquet copy"
+    )
+    imported.add_argument("--source", type=Path, required=True, help="folder with schema.json")
+    imported.add_argument("--out", type=Path, required=True, help="data set folder to write")
+    _add_bad_share(imported)
+    imported.set_defaults(handler=commands.import_data)
+
+
+def _add_model_commands(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="train the two-tower model and DeepFM")
+    train.add_argument("--data", type=Path, required=True, help="data set folder")
+    train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    train.add_argument("--dim", type=_positive_int, default=64, help="vector dimension")
+    train.add_argument(
+        "--epochs", type=_positive_int, default=None, help="two-tower epochs (default 10)"
+    )
+    train.add_argument(
+        "--ranker-epochs", type=_positive_int, default=None, help="DeepFM epochs (default 4)"
+    )
+    train.add_argument("--seed", type=int, default=0, help="random seed")
+    train.set_defaults(handler=commands.train_models)
+
+    evaluate = subparsers.add_parser(
+        "evaluate", help="print held-out metrics of a checkpoint and the baselines"
+    )
+    evaluate.add_argument("--data", type=Path, required=True, help="data set folder")
+    evaluate.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder")
+    evaluate.set_defaults(handler=commands.evaluate_checkpoint)
+
+    export = subparsers.add_parser(
+        "export", help="export a checkpoint as a new version of the served repository"
+    )
+    export.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder")
+    export.add_argument(
+        "--repository",
+        type=Path,
+        default=None,
+        help="served model repository (default: <state-dir>/model_repository)",
+    )
+    export.add_argument(
+        "--source-repository",
+        type=Path,
+        default=None,
+        help="source model_repository/ with the configs (default: the one of this checkout)",
+    )
+    export.set_defaults(handler=commands.export_models)
+
+    load = subparsers.add_parser(
+        "load", help="load a data set into Redis and Milvus for the served version"
+    )
+    load.add_argument("--data", type=Path, required=True, help="data set folder")
+    load.add_argument(
+        "--version", type=_positive_int, default=None, help="model version (default: newest)"
+    )
+    load.set_defaults(handler=commands.load_data)
+
+
+def _add_stack_commands(subparsers: argparse._SubParsersAction) -> None:
+    stack = subparsers.add_parser("stack", help="start, stop or inspect the local servers")
+    actions = stack.add_subparsers(dest="action", required=True)
+    start = actions.add_parser("start", help="start Redis, Milvus and tritonserver")
+    _add_ports(start)
+    start.set_defaults(handler=commands.start_servers)
+    stop = actions.add_parser("stop", help="stop the servers of the state folder")
+    stop.set_defaults(handler=commands.stop_servers)
+    status = actions.add_parser("status", help="show which servers run, and where")
+    status.set_defaults(handler=commands.show_status)
+
+
+def _add_main_command(subparsers: argparse._SubParsersAction) -> None:
+    main = subparsers.add_parser(
+        "main",
+        help="run everything: data, training, export, servers, stores, recommendations",
+    )
+    main.add_argument(
+        "--movielens",
+        type=Path,
+        default=None,
+        help="use the MovieLens 100K folder instead of generated shop data",
+    )
+    main.add_argument("--seed", type=int, default=0, help="random seed")
+    _add_ports(main)
+    main.set_defaults(handler=commands.run_main_job)
+
+
+def _add_ports(parser: argparse.ArgumentParser) -> None:
+    defaults = Ports()
+    for name in ("redis", "milvus", "triton_grpc", "triton_http", "triton_metrics"):
+        flag = "--" + name.replace("_", "-") + "-port"
+        parser.add_argument(
+            flag, type=_port, default=getattr(defaults, name), help=f"default {getattr(defaults, name)}"
+        )
+
+
+def _add_bad_share(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-bad-share",
+        type=float,
+        default=0.01,
+        help="fail when more than this share of a file's rows is invalid (default 0.01)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive; pass 1 or more")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port; pass 1 to 65535")
+    return value
+
+
+def stack_config(args: argparse.Namespace) -> StackConfig:
+    """Build the stack settings from the global options and the port flags."""
+    state_dir = (args.state_dir or default_state_dir()).resolve()
+    if not hasattr(args, "redis_port"):
+        return StackConfig(state_dir=state_dir)
+    ports = Ports(
+        redis=args.redis_port,
+        milvus=args.milvus_port,
+        triton_grpc=args.triton_grpc_port,
+        triton_http=args.triton_http_port,
+        triton_metrics=args.triton_metrics_port,
+    )
+    return StackConfig(state_dir=state_dir, ports=ports)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return args.handler(args, stack_config(args)) or 0
+    except EcrsError as exc:
+        print(f"ecrs: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ecrs: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

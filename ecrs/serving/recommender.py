@@ -1,0 +1,185 @@
+"""The two-stage request path: user features, recall, item features, ranking.
+
+``Recommender`` holds no Triton code. The served ``recommend_ensemble`` model
+passes it functions that run ``user_tower`` and ``deepfm_rank`` through BLS
+calls; tests and offline tools pass functions that run the same ONNX files
+with onnxruntime, so both paths share every other step.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ecrs.errors import InvalidInputError, NotFoundError
+from ecrs.features.encoder import FeatureEncoder
+from ecrs.stores.feature_store import FeatureStore
+from ecrs.stores.vector_store import VectorStore
+
+# Run a tower on id rows [batch, slots]; returns vectors [batch, dim].
+TowerFn = Callable[[np.ndarray], np.ndarray]
+# Score aligned user and item id rows; returns scores [batch].
+RankFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+USER_ID_INPUT = "USER_ID"
+USER_FEATURES_INPUT = "USER_FEATURES"
+TOP_N_INPUT = "TOP_N"
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """Ranked items, best first, with their raw details as JSON bytes."""
+
+    item_ids: list[str]
+    scores: np.ndarray
+    details: list[bytes]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Recall output: item ids with their inner product with the user vector."""
+
+    item_ids: list[str]
+    similarities: np.ndarray
+
+
+class Recommender:
+    """Recommend items for a known user id or a new user's raw features."""
+
+    def __init__(
+        self,
+        *,
+        encoder: FeatureEncoder,
+        features: FeatureStore,
+        vectors: VectorStore,
+        collection: str,
+        user_tower: TowerFn,
+        ranker: RankFn,
+        candidates: int = 200,
+        search_params: dict | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.features = features
+        self.vectors = vectors
+        self.collection = collection
+        self.user_tower = user_tower
+        self.ranker = ranker
+        self.candidates = candidates
+        self.search_params = search_params
+
+    def user_row(
+        self, *, user_id: str | None = None, user_features: Mapping[str, Any] | None = None
+    ) -> np.ndarray:
+        """Encode a known user (read from Redis) or a new user as ``[1, slots]``."""
+        if user_id is not None:
+            stored = self.features.get_user(user_id)
+            if stored is None:
+                raise NotFoundError(
+                    f"user id {user_id!r} is not in the feature store; send a known "
+                    f"id, or send the user's raw features in {USER_FEATURES_INPUT}",
+                    kind="user",
+                    id=user_id,
+                )
+            return self.encoder.encode_users([user_id], [stored])
+        if user_features is None:
+            raise InvalidInputError(
+                f"send {USER_ID_INPUT} for a known user or {USER_FEATURES_INPUT} for a new one",
+                input_name=USER_ID_INPUT,
+            )
+        return self.encoder.encode_users([None], [user_features])
+
+    def recall(self, user_row: np.ndarray, limit: int | None = None) -> Candidates:
+        """Search the collection with the user tower's vector."""
+        vector = self.user_tower(user_row)[0]
+        ids, similarities = self.vectors.search(
+            self.collection, vector, limit or self.candidates, self.search_params
+        )
+        return Candidates(ids, similarities)
+
+    def rank(self, user_row: np.ndarray, item_ids: list[str], top_n: int) -> Recommendation:
+        """Score items that exist in the feature store and keep the best ``top_n``.
+
+        A candidate whose features are gone (the item was removed after its
+        vector was searched) is dropped, not reported as an error.
+        """
+        stored = self.features.get_items_raw(item_ids)
+        kept = [(item_id, raw) for item_id, raw in zip(item_ids, stored) if raw is not None]
+        if not kept:
+            return Recommendation([], np.zeros(0, np.float32), [])
+        ids = [item_id for item_id, _ in kept]
+        details = [raw for _, raw in kept]
+        item_rows = self.encoder.encode_items(ids, [json.loads(raw) for raw in details])
+        user_rows = np.repeat(user_row, len(ids), axis=0)
+        scores = np.asarray(self.ranker(user_rows, item_rows), dtype=np.float32).reshape(-1)
+        # Stable sort keeps recall order among equal scores.
+        order = np.argsort(-scores, kind="stable")[:top_n]
+        return Recommendation(
+            [ids[i] for i in order], scores[order], [details[i] for i in order]
+        )
+
+    def recommend(
+        self,
+        *,
+        top_n: int,
+        user_id: str | None = None,
+        user_features: Mapping[str, Any] | None = None,
+    ) -> Recommendation:
+        row = self.user_row(user_id=user_id, user_features=user_features)
+        candidates = self.recall(row)
+        return self.rank(row, candidates.item_ids, top_n)
+
+
+def parse_user_features(raw: bytes | str, feature_names: list[str]) -> dict[str, str]:
+    """Parse and check a new user's ``USER_FEATURES`` JSON object.
+
+    Every key must be a user feature of the served schema and every value a
+    string or number (or null for a missing value); at least one feature must
+    be present, so that a typo cannot silently recommend for an empty profile.
+    """
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        parsed = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(
+            f"{USER_FEATURES_INPUT} is not valid UTF-8 JSON ({exc}); send a JSON object "
+            f"such as {_example(feature_names)}",
+            input_name=USER_FEATURES_INPUT,
+        ) from exc
+    if not isinstance(parsed, dict):
+        raise InvalidInputError(
+            f"{USER_FEATURES_INPUT} must be a JSON object, got {type(parsed).__name__}; "
+            f"send for example {_example(feature_names)}",
+            input_name=USER_FEATURES_INPUT,
+        )
+    unknown = sorted(set(parsed) - set(feature_names))
+    if unknown:
+        raise InvalidInputError(
+            f"{USER_FEATURES_INPUT} has unknown feature(s) {unknown}; "
+            f"the user features are {feature_names}",
+            input_name=USER_FEATURES_INPUT,
+        )
+    features = {}
+    for name, value in parsed.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise InvalidInputError(
+                f"{USER_FEATURES_INPUT} feature {name!r} has value {value!r}; "
+                "values must be strings or numbers",
+                input_name=USER_FEATURES_INPUT,
+            )
+        features[name] = str(value)
+    if not any(str(value).strip() for value in features.values()):
+        raise InvalidInputError(
+            f"{USER_FEATURES_INPUT} has no feature values; send at least one of {feature_names}",
+            input_name=USER_FEATURES_INPUT,
+        )
+    return features
+
+
+def _example(feature_names: list[str]) -> str:
+    return json.dumps({name: "..." for name in feature_names[:3]})

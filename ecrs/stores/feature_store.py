@@ -1,0 +1,119 @@
+"""Raw user and item features in Redis.
+
+Each user and item is one Redis string ``<prefix>:user:<id>`` or
+``<prefix>:item:<id>`` holding a JSON object of its raw feature and attribute
+values (missing values are left out). One ``MGET`` then reads all candidates
+of a request, and the stored JSON is already the item details a response
+returns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+
+from ecrs.config import StoreConfig
+from ecrs.errors import UnavailableError
+
+logger = logging.getLogger(__name__)
+
+USER = "user"
+ITEM = "item"
+WRITE_BATCH = 1000
+
+
+class FeatureStore:
+    """Read and write raw user and item features in Redis."""
+
+    def __init__(self, config: StoreConfig, client: redis.Redis | None = None) -> None:
+        self.prefix = config.key_prefix
+        self.address = config.redis_url
+        self.client = client or redis.Redis.from_url(
+            config.redis_url,
+            socket_timeout=config.timeout_s,
+            socket_connect_timeout=config.timeout_s,
+            health_check_interval=30,
+        )
+
+    def key(self, kind: str, entity_id: str) -> str:
+        return f"{self.prefix}:{kind}:{entity_id}"
+
+    def write(
+        self,
+        kind: str,
+        ids: Sequence[str],
+        records: Sequence[Mapping[str, Any]],
+        *,
+        batch_size: int = WRITE_BATCH,
+    ) -> int:
+        """Write raw feature records in pipelined batches; return the count."""
+        with self._errors("write features"):
+            for start in range(0, len(ids), batch_size):
+                pipeline = self.client.pipeline(transaction=False)
+                for entity_id, record in zip(
+                    ids[start : start + batch_size], records[start : start + batch_size]
+                ):
+                    pipeline.set(self.key(kind, entity_id), encode_record(record))
+                pipeline.execute()
+        return len(ids)
+
+    def get_user(self, user_id: str) -> dict[str, str] | None:
+        """Return a user's raw features, or ``None`` when the id is unknown."""
+        with self._errors(f"read user {user_id!r}"):
+            raw = self.client.get(self.key(USER, user_id))
+        return None if raw is None else json.loads(raw)
+
+    def get_items_raw(self, item_ids: Sequence[str]) -> list[bytes | None]:
+        """Return each item's stored JSON, ``None`` where the id is unknown."""
+        if not item_ids:
+            return []
+        with self._errors(f"read {len(item_ids)} items"):
+            return self.client.mget([self.key(ITEM, item_id) for item_id in item_ids])
+
+    def get_items(self, item_ids: Sequence[str]) -> list[dict[str, str] | None]:
+        return [
+            None if raw is None else json.loads(raw)
+            for raw in self.get_items_raw(item_ids)
+        ]
+
+    def count(self, kind: str) -> int:
+        """Count stored users or items by scanning their keys."""
+        with self._errors(f"count {kind}s"):
+            return sum(1 for _ in self.client.scan_iter(self.key(kind, "*"), count=1000))
+
+    def ping(self) -> None:
+        with self._errors("ping"):
+            self.client.ping()
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise UnavailableError(
+                f"Redis at {self.address} is unavailable ({action}): {exc}; "
+                "check that redis-server is running ('ecrs stack status')",
+                service="redis",
+            ) from exc
+
+
+def encode_record(record: Mapping[str, Any]) -> str:
+    """Serialize raw values as a JSON object, leaving out missing ones."""
+    return json.dumps(
+        {key: str(value) for key, value in record.items() if _present(value)},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def _present(value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, float) and value != value:  # NaN from pandas
+        return False
+    return str(value).strip() != ""

@@ -1,0 +1,196 @@
+"""Item vectors in Milvus, one collection per exported model version.
+
+The item vectors of version N were computed by item tower N, so a user
+vector of version N must only search collection ``<prefix>_items_v<N>``.
+Searches use Bounded consistency: Strong would wait about 200 ms for Milvus's
+time tick on every query. Loading waits until the new rows are searchable.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from pymilvus import DataType, MilvusClient, MilvusException
+
+from ecrs.config import StoreConfig
+from ecrs.errors import StackError, UnavailableError
+
+logger = logging.getLogger(__name__)
+
+ID_FIELD = "item_id"
+VECTOR_FIELD = "embedding"
+MAX_ID_LENGTH = 512
+INSERT_BATCH = 5000
+# Below this many items an exact (FLAT) search is as fast as HNSW and exact.
+# NOTE: the threshold is an estimate; the serving benchmark should settle it.
+FLAT_INDEX_MAX_ITEMS = 20_000
+
+
+@dataclass(frozen=True)
+class Index:
+    """A Milvus index type with its build and search parameters."""
+
+    index_type: str
+    build_params: dict
+    search_params: dict
+
+    @classmethod
+    def for_size(cls, items: int) -> Index:
+        if items <= FLAT_INDEX_MAX_ITEMS:
+            return cls("FLAT", {}, {})
+        return cls("HNSW", {"M": 16, "efConstruction": 200}, {"ef": 256})
+
+
+def collection_name(prefix: str, version: int) -> str:
+    return f"{prefix}_items_v{version}"
+
+
+class VectorStore:
+    """Create, fill and search the item vector collections in Milvus.
+
+    The connection opens on first use and again after a failure, so the store
+    recovers by itself when Milvus comes back.
+    """
+
+    def __init__(self, config: StoreConfig) -> None:
+        self.uri = config.milvus_uri
+        self.prefix = config.key_prefix
+        self.timeout_s = config.timeout_s
+        self._client: MilvusClient | None = None
+        self._search_params: dict[str, dict] = {}
+
+    @property
+    def client(self) -> MilvusClient:
+        if self._client is None:
+            with self._errors("connect"):
+                self._client = MilvusClient(uri=self.uri, timeout=self.timeout_s)
+        return self._client
+
+    def collection(self, version: int) -> str:
+        return collection_name(self.prefix, version)
+
+    def create(self, name: str, dim: int, index: Index) -> None:
+        """Create (or re-create) an empty collection with its index."""
+        with self._errors(f"create collection {name}"):
+            if self.client.has_collection(name):
+                self.client.drop_collection(name)
+            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field(ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
+            schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dim)
+            index_params = self.client.prepare_index_params()
+            index_params.add_index(
+                field_name=VECTOR_FIELD,
+                index_type=index.index_type,
+                metric_type="IP",
+                params=index.build_params,
+            )
+            self.client.create_collection(
+                name,
+                schema=schema,
+                index_params=index_params,
+                consistency_level="Bounded",
+            )
+
+    def insert(self, name: str, ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Insert vectors in batches, flush, and wait until they are searchable."""
+        with self._errors(f"insert into {name}"):
+            for start in range(0, len(ids), INSERT_BATCH):
+                rows = [
+                    {ID_FIELD: item_id, VECTOR_FIELD: vector.tolist()}
+                    for item_id, vector in zip(
+                        ids[start : start + INSERT_BATCH], vectors[start : start + INSERT_BATCH]
+                    )
+                ]
+                self.client.insert(name, rows)
+            self.client.flush(name)
+            self.client.load_collection(name)
+        self.wait_visible(name, len(ids))
+
+    def wait_visible(self, name: str, expected: int, timeout_s: float = 60.0) -> None:
+        """Block until a Strong count sees ``expected`` rows in ``name``."""
+        deadline = time.monotonic() + timeout_s
+        count = -1
+        while time.monotonic() < deadline:
+            with self._errors(f"count {name}"):
+                rows = self.client.query(
+                    name, filter="", output_fields=["count(*)"], consistency_level="Strong"
+                )
+            count = int(rows[0]["count(*)"])
+            if count >= expected:
+                return
+            time.sleep(0.5)
+        raise StackError(
+            f"Milvus collection {name} shows {count} of {expected} vectors after "
+            f"{timeout_s:.0f} s; check the Milvus log in the state folder"
+        )
+
+    def search(
+        self, name: str, vector: np.ndarray, limit: int, search_params: dict | None = None
+    ) -> tuple[list[str], np.ndarray]:
+        """Return the ``limit`` nearest item ids and their inner products.
+
+        Without ``search_params``, the parameters suit the collection's index.
+        """
+        if search_params is None:
+            search_params = self.search_params(name, limit)
+        with self._errors(f"search {name}"):
+            hits = self.client.search(
+                name,
+                data=[vector.astype(np.float32).tolist()],
+                limit=limit,
+                output_fields=[],
+                search_params={"metric_type": "IP", "params": search_params},
+                consistency_level="Bounded",
+            )[0]
+        ids = [hit["id"] for hit in hits]
+        scores = np.asarray([hit["distance"] for hit in hits], dtype=np.float32)
+        return ids, scores
+
+    def search_params(self, name: str, limit: int) -> dict:
+        """Return search parameters for the index of ``name``, cached per collection."""
+        if name not in self._search_params:
+            with self._errors(f"describe the index of {name}"):
+                indexes = self.client.list_indexes(name)
+                described = (
+                    self.client.describe_index(name, index_name=indexes[0]) if indexes else {}
+                )
+            self._search_params[name] = {"index_type": described.get("index_type", "FLAT")}
+        if self._search_params[name]["index_type"] == "HNSW":
+            # HNSW returns at most ef results, so ef must reach the limit.
+            return {"ef": max(256, limit)}
+        return {}
+
+    def has_collection(self, name: str) -> bool:
+        with self._errors(f"look up {name}"):
+            return bool(self.client.has_collection(name))
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except MilvusException as exc:
+            if _is_connection_error(exc):
+                self._client = None
+                raise UnavailableError(
+                    f"Milvus at {self.uri} is unavailable ({action}): {exc.message}; "
+                    "check that Milvus is running ('ecrs stack status')",
+                    service="milvus",
+                ) from exc
+            raise
+
+
+def _is_connection_error(exc: MilvusException) -> bool:
+    text = f"{exc.code} {exc.message}".lower()
+    return any(
+        word in text for word in ("unavailable", "connect", "deadline", "timeout", "fail to")
+    )

@@ -1,0 +1,55 @@
+"""Train both models on a data set's training split and save a checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ecrs.data.dataset import Dataset
+from ecrs.data.split import temporal_split
+from ecrs.evaluation.evaluate import CheckpointScorer, evaluate_scorer
+from ecrs.training.checkpoint import Checkpoint
+from ecrs.training.data import encode_dataset
+from ecrs.training.deepfm import DeepFMTraining, train_deepfm
+from ecrs.training.two_tower import TwoTowerTraining, train_two_tower
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingParams:
+    two_tower: TwoTowerTraining = field(default_factory=TwoTowerTraining)
+    deepfm: DeepFMTraining = field(default_factory=DeepFMTraining)
+    holdout_share: float = 0.2
+    min_count: int = 1
+
+
+def train(
+    dataset: Dataset, output: Path, params: TrainingParams | None = None, *, evaluate: bool = True
+) -> Checkpoint:
+    """Split, train the two-tower model and DeepFM, validate, and save to ``output``.
+
+    Validation metrics are computed on the held-out split and stored in the
+    checkpoint's ``metrics.json``.
+    """
+    params = params or TrainingParams()
+    train_part, heldout = temporal_split(dataset, holdout_share=params.holdout_share)
+    logger.info(
+        "training on %d interactions, %d held out for validation",
+        len(train_part),
+        len(heldout),
+    )
+    data = encode_dataset(dataset, train_part, min_count=params.min_count)
+    started = time.perf_counter()
+    two_tower = train_two_tower(data, params.two_tower)
+    deepfm = train_deepfm(data, params.deepfm)
+    logger.info("trained both models in %.1f s", time.perf_counter() - started)
+    checkpoint = Checkpoint(data.encoder, two_tower, deepfm)
+    if evaluate:
+        report = evaluate_scorer(CheckpointScorer(checkpoint), dataset, data, heldout)
+        checkpoint.metrics = report.to_dict()
+        logger.info("validation:\n%s", report.format_table())
+    checkpoint.save(output)
+    return checkpoint

@@ -1,0 +1,138 @@
+"""Train the two-tower model with in-batch negatives.
+
+Each batch of positive (user, item) pairs is scored all against all; the
+other items of the batch are the negatives of each user. Popular items show up
+as in-batch negatives more often than rare ones, so their logits are corrected
+by the log of their sampling probability (logQ correction). A duplicate of the
+positive item elsewhere in the batch is masked out instead of counted as a
+negative.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+from ecrs.features.encoder import OOV_ID
+from ecrs.models.two_tower import TwoTower, tower_config
+from ecrs.training.data import EncodedData
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TwoTowerTraining:
+    """Hyperparameters of the two-tower model and its training.
+
+    ``id_dropout`` is the share of training rows whose user and item ids are
+    replaced by the out-of-vocabulary id, which teaches that id to stand for
+    users and items never seen in training.
+    """
+
+    output_dim: int = 64
+    embedding_dim: int = 32
+    hidden: tuple[int, ...] = (256,)
+    epochs: int = 10
+    batch_size: int = 1024
+    learning_rate: float = 0.003
+    temperature: float = 0.05
+    id_dropout: float = 0.1
+    weight_decay: float = 1e-6
+    seed: int = 0
+
+
+def build_two_tower(data: EncodedData, params: TwoTowerTraining) -> TwoTower:
+    sizes = {
+        "embedding_dim": params.embedding_dim,
+        "hidden": params.hidden,
+        "output_dim": params.output_dim,
+    }
+    users, items = data.encoder.users, data.encoder.items
+    return TwoTower(
+        tower_config(users.field_sizes, users.field_slots, **sizes),
+        tower_config(items.field_sizes, items.field_slots, **sizes),
+    )
+
+
+def train_two_tower(data: EncodedData, params: TwoTowerTraining) -> TwoTower:
+    """Train a two-tower model on the positive pairs of ``data``."""
+    paddle.seed(params.seed)
+    rng = np.random.default_rng(params.seed)
+    model = build_two_tower(data, params)
+    optimizer = paddle.optimizer.Adam(
+        learning_rate=params.learning_rate,
+        parameters=model.parameters(),
+        weight_decay=params.weight_decay,
+    )
+    counts = data.item_counts.astype(np.float64)
+    log_q = np.log(np.maximum(counts, 1.0) / counts.sum()).astype(np.float32)
+    model.train()
+    for epoch in range(1, params.epochs + 1):
+        started = time.perf_counter()
+        order = rng.permutation(len(data.pairs))
+        losses = []
+        for start in range(0, len(order), params.batch_size):
+            batch = data.pairs[order[start : start + params.batch_size]]
+            if len(batch) < 2:
+                continue
+            loss = _batch_loss(model, data, batch, log_q, params, rng)
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            losses.append(float(loss))
+        elapsed = time.perf_counter() - started
+        logger.info(
+            "two-tower epoch %d/%d: loss %.4f, %.0f examples/s",
+            epoch,
+            params.epochs,
+            float(np.mean(losses)),
+            len(order) / elapsed,
+        )
+    model.eval()
+    return model
+
+
+def _batch_loss(
+    model: TwoTower,
+    data: EncodedData,
+    batch: np.ndarray,
+    log_q: np.ndarray,
+    params: TwoTowerTraining,
+    rng: np.random.Generator,
+) -> paddle.Tensor:
+    users = data.user_rows[batch[:, 0]].copy()
+    items = data.item_rows[batch[:, 1]].copy()
+    users[rng.random(len(batch)) < params.id_dropout, 0] = OOV_ID
+    items[rng.random(len(batch)) < params.id_dropout, 0] = OOV_ID
+    user_vectors, item_vectors = model(paddle.to_tensor(users), paddle.to_tensor(items))
+    logits = paddle.matmul(user_vectors, item_vectors, transpose_y=True)
+    logits = logits / params.temperature - paddle.to_tensor(log_q[batch[:, 1]])
+    same_item = batch[:, 1][:, None] == batch[:, 1][None, :]
+    np.fill_diagonal(same_item, False)
+    logits = logits - paddle.to_tensor(same_item.astype(np.float32) * 1e9)
+    labels = paddle.arange(len(batch), dtype="int64")
+    return F.cross_entropy(logits, labels)
+
+
+def item_vectors(model: TwoTower, item_rows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Compute the item tower's vectors for many id rows, in batches."""
+    return _tower_outputs(model.item_tower, item_rows, batch_size)
+
+
+def user_vectors(model: TwoTower, user_rows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    return _tower_outputs(model.user_tower, user_rows, batch_size)
+
+
+def _tower_outputs(tower: paddle.nn.Layer, rows: np.ndarray, batch_size: int) -> np.ndarray:
+    tower.eval()
+    outputs = []
+    with paddle.no_grad():
+        for start in range(0, len(rows), batch_size):
+            chunk = paddle.to_tensor(rows[start : start + batch_size])
+            outputs.append(tower(chunk).numpy())
+    return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
