@@ -66,7 +66,9 @@ def read_table(path: Path) -> pd.DataFrame:
         raise DataError(f"table {path} does not exist; check the file name in schema.json")
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
-    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    return pd.read_csv(
+        path, dtype=str, keep_default_na=False, na_values=[""], index_col=False
+    )
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:
@@ -94,7 +96,7 @@ def _require_columns(frame: pd.DataFrame, columns: list[str], table: str) -> Non
         )
 
 
-def _as_text(column: pd.Series) -> pd.Series:
+def as_text(column: pd.Series) -> pd.Series:
     """Convert a column to ``str`` values with ``None`` for missing ones."""
     text = column.astype(object).where(column.notna(), None)
     return text.map(lambda value: None if value is None else _format_value(value))
@@ -114,7 +116,7 @@ def _normalize_entities(
     _require_columns(frame, columns, name)
     frame = frame[columns].copy()
     for column in columns:
-        frame[column] = _as_text(frame[column])
+        frame[column] = as_text(frame[column])
     if frame[table.id].isna().any():
         row = int(frame[table.id].isna().to_numpy().argmax())
         raise DataError(f"the {name} table has an empty id in row {row + 1}; every row needs one")
@@ -134,7 +136,7 @@ def _normalize_interactions(frame: pd.DataFrame, schema: DatasetSchema) -> pd.Da
     _require_columns(frame, columns, "interactions")
     frame = frame[columns].copy()
     for column in (spec.user_id, spec.item_id, spec.event):
-        frame[column] = _as_text(frame[column])
+        frame[column] = as_text(frame[column])
     timestamps = pd.to_numeric(frame[spec.timestamp], errors="coerce")
     if timestamps.isna().any():
         row = int(timestamps.isna().to_numpy().argmax())
