@@ -28,7 +28,7 @@ class StoreConfig:
     every Redis key, so several deployments can share one Redis.
     """
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = "redis://127.0.0.1:16379/0"
     milvus_uri: str = "http://127.0.0.1:19530"
     key_prefix: str = "ecrs"
     timeout_s: float = 2.0
@@ -53,9 +53,13 @@ class StoreConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class Ports:
-    """TCP ports of the local stack, all bound on ``host``."""
+    """TCP ports of the local stack, all bound on ``host``.
 
-    redis: int = 6379
+    Redis defaults to 16379, not 6379, because installing Debian's
+    redis-server package starts a system Redis on 6379 where systemd runs.
+    """
+
+    redis: int = 16379
     milvus: int = 19530
     triton_grpc: int = 8001
     triton_http: int = 8000

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import paddle
+import polygraphy.config
 from paddle.static import InputSpec
 
 from ecrs.errors import ExportError
@@ -54,6 +55,10 @@ def export_onnx(model: OnnxModel, destination: Path) -> Path:
         InputSpec(shape=[None, *tensor.dims], dtype=tensor.dtype, name=tensor.name)
         for tensor in model.inputs
     ]
+    # paddle2onnx sets POLYGRAPHY_AUTOINSTALL_DEPS=1, which lets polygraphy
+    # pip-install missing packages (and upgrade numpy) in the middle of an
+    # export. Its setting is read at import, so it is switched off here.
+    polygraphy.config.AUTOINSTALL_DEPS = False
     with tempfile.TemporaryDirectory(prefix="ecrs-onnx-") as scratch:
         prefix = str(Path(scratch) / model.name)
         try:

@@ -45,11 +45,15 @@ class ExportResult:
 
 
 def source_repository() -> Path:
-    """Locate ``model_repository/`` of the source tree or the installed package."""
+    """Locate ``model_repository/`` of the source tree or the installed package.
+
+    Both sit two levels above this file: beside ``export/`` in a checkout, and
+    as ``ecrs/model_repository`` in an installed package.
+    """
     here = Path(__file__).resolve()
-    for candidate in (here.parents[1] / "model_repository", here.parent / "model_repository"):
-        if (candidate / RECOMMEND / CONFIG_FILE).exists():
-            return candidate
+    candidate = here.parents[1] / "model_repository"
+    if (candidate / RECOMMEND / CONFIG_FILE).exists():
+        return candidate
     raise ExportError(
         f"cannot find the source model_repository near {here}; "
         "pass --source-repository with the path of the repository's model_repository/"

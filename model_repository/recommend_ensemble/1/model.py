@@ -14,17 +14,18 @@ from ecrs.config import StoreConfig
 from ecrs.errors import EcrsError, InvalidInputError, NotFoundError, UnavailableError
 from ecrs.serving.triton_model import RecommendModel, model_parameters
 
-
-ERROR_CODES = {
-    NotFoundError: pb_utils.TritonError.NOT_FOUND,
-    InvalidInputError: pb_utils.TritonError.INVALID_ARG,
-    UnavailableError: pb_utils.TritonError.UNAVAILABLE,
-}
 INPUT_NAMES = ("USER_ID", "USER_FEATURES", "TOP_N")
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        # The stub adds TritonError to pb_utils only after importing this
+        # file, so the table is built here rather than at module level.
+        self.error_codes = {
+            NotFoundError: pb_utils.TritonError.NOT_FOUND,
+            InvalidInputError: pb_utils.TritonError.INVALID_ARG,
+            UnavailableError: pb_utils.TritonError.UNAVAILABLE,
+        }
         config = json.loads(args["model_config"])
         self.logger = pb_utils.Logger
         self.model = RecommendModel(
@@ -50,7 +51,7 @@ class TritonPythonModel:
         try:
             result = self.model.recommend(inputs)
         except EcrsError as exc:
-            code = ERROR_CODES.get(type(exc), pb_utils.TritonError.INTERNAL)
+            code = self.error_codes.get(type(exc), pb_utils.TritonError.INTERNAL)
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), code))
         except Exception as exc:  # report, keep serving the other requests
             self.logger.log_error(f"recommend_ensemble failed: {exc!r}")

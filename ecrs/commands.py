@@ -1,0 +1,141 @@
+"""Handlers of the ``ecrs`` subcommands.
+
+Each handler takes the parsed arguments and the stack settings, does its
+work through the library, and prints what a user needs to see next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from ecrs import main_job
+from ecrs.config import StackConfig
+from ecrs.data.dataset import Dataset
+from ecrs.data.generate import generate_shop_dataset
+from ecrs.data.importer import ImportReport, import_dataset
+from ecrs.data.movielens import load_movielens
+from ecrs.data.split import temporal_split
+from ecrs.evaluation.evaluate import CheckpointScorer, evaluate_scorer
+from ecrs.export.repository import export_checkpoint
+from ecrs.stack import launcher, running
+from ecrs.stores.loader import load_stores
+from ecrs.training.checkpoint import Checkpoint
+from ecrs.training.data import encode_dataset
+from ecrs.training.deepfm import DeepFMTraining
+from ecrs.training.pipeline import TrainingParams, train
+from ecrs.training.two_tower import TwoTowerTraining
+
+logger = logging.getLogger(__name__)
+
+
+def generate_data(args: argparse.Namespace, stack: StackConfig) -> int:
+    dataset = generate_shop_dataset(
+        num_users=args.users,
+        num_items=args.items,
+        num_interactions=args.interactions,
+        seed=args.seed,
+    )
+    dataset.save(args.out)
+    print(f"wrote {_sizes(dataset)} to {args.out}")
+    return 0
+
+
+def import_movielens(args: argparse.Namespace, stack: StackConfig) -> int:
+    dataset, report = load_movielens(args.source, max_bad_share=args.max_bad_share)
+    dataset.save(args.out)
+    _print_report(report)
+    print(f"wrote {_sizes(dataset)} to {args.out}")
+    return 0
+
+
+def import_data(args: argparse.Namespace, stack: StackConfig) -> int:
+    report = import_dataset(args.source, args.out, max_bad_share=args.max_bad_share)
+    _print_report(report)
+    print(f"wrote {_sizes(Dataset.load(args.out))} to {args.out}")
+    return 0
+
+
+def train_models(args: argparse.Namespace, stack: StackConfig) -> int:
+    dataset = Dataset.load(args.data)
+    train(dataset, args.out, training_params(args))
+    print(f"wrote checkpoint {args.out}")
+    return 0
+
+
+def training_params(args: argparse.Namespace) -> TrainingParams:
+    two_tower = {"output_dim": getattr(args, "dim", 64), "seed": args.seed}
+    deepfm = {"seed": args.seed}
+    if getattr(args, "epochs", None):
+        two_tower["epochs"] = args.epochs
+    if getattr(args, "ranker_epochs", None):
+        deepfm["epochs"] = args.ranker_epochs
+    return TrainingParams(
+        two_tower=TwoTowerTraining(**two_tower), deepfm=DeepFMTraining(**deepfm)
+    )
+
+
+def evaluate_checkpoint(args: argparse.Namespace, stack: StackConfig) -> int:
+    dataset = Dataset.load(args.data)
+    checkpoint = Checkpoint.load(args.checkpoint)
+    train_part, heldout = temporal_split(dataset)
+    data = encode_dataset(dataset, train_part, encoder=checkpoint.encoder)
+    report = evaluate_scorer(CheckpointScorer(checkpoint), dataset, data, heldout)
+    print(report.format_table())
+    return 0
+
+
+def export_models(args: argparse.Namespace, stack: StackConfig) -> int:
+    repository = args.repository or stack.model_repository
+    result = export_checkpoint(
+        Checkpoint.load(args.checkpoint), repository, source=args.source_repository
+    )
+    parity = ", ".join(f"{name} {diff:.1e}" for name, diff in result.parity.items())
+    print(f"exported version {result.version} into {repository} (max |ONNX - Paddle|: {parity})")
+    return 0
+
+
+def load_data(args: argparse.Namespace, stack: StackConfig) -> int:
+    live = running.running_config(stack.state_dir)
+    result = load_stores(
+        Dataset.load(args.data), live.model_repository, live.stores, version=args.version
+    )
+    print(
+        f"loaded {result.users} users and {result.items} items for version "
+        f"{result.version} (Milvus collection {result.collection}, "
+        f"{result.index_type} index) in {result.seconds:.1f} s"
+    )
+    return 0
+
+
+def start_servers(args: argparse.Namespace, stack: StackConfig) -> int:
+    launcher.start_stack(stack)
+    print(running.format_status(stack.state_dir))
+    print(f"stop them with: ecrs --state-dir {stack.state_dir} stack stop")
+    return 0
+
+
+def stop_servers(args: argparse.Namespace, stack: StackConfig) -> int:
+    stopped = launcher.stop_stack(stack.state_dir)
+    print(f"stopped {', '.join(stopped)}" if stopped else "no servers were running")
+    return 0
+
+
+def show_status(args: argparse.Namespace, stack: StackConfig) -> int:
+    print(running.format_status(stack.state_dir))
+    return 0
+
+
+def run_main_job(args: argparse.Namespace, stack: StackConfig) -> int:
+    return main_job.run(stack, movielens=args.movielens, seed=args.seed)
+
+
+def _sizes(dataset: Dataset) -> str:
+    return (
+        f"{len(dataset.users)} users, {len(dataset.items)} items and "
+        f"{len(dataset.interactions)} interactions"
+    )
+
+
+def _print_report(report: ImportReport) -> None:
+    print(report.summary())

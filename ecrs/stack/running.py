@@ -1,0 +1,81 @@
+"""Find, reuse and report on the stack that runs from a state folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from ecrs.config import Ports, StackConfig
+from ecrs.errors import StackError, UnavailableError
+from ecrs.export.repository import ONNX_MODELS, RECOMMEND
+from ecrs.stack.launcher import SERVICES, stack_status, start_stack
+
+logger = logging.getLogger(__name__)
+
+
+def running_config(state_dir: Path) -> StackConfig:
+    """Return the settings of the stack running from ``state_dir``.
+
+    Raises ``StackError`` when a server of the stack is not running.
+    """
+    servers = {status.name: status for status in stack_status(state_dir)}
+    missing = [name for name in SERVICES if name not in servers or not servers[name].running]
+    if missing:
+        raise StackError(
+            f"{', '.join(missing)} not running from {state_dir}; "
+            f"start the stack with: ecrs --state-dir {state_dir} stack start"
+        )
+    triton = servers["triton"]
+    ports = Ports(
+        redis=servers["redis"].ports["redis"],
+        milvus=servers["milvus"].ports["proxy"],
+        triton_grpc=triton.ports["grpc"],
+        triton_http=triton.ports["http"],
+        triton_metrics=triton.ports["metrics"],
+    )
+    return StackConfig(state_dir=Path(state_dir), host=triton.host, ports=ports)
+
+
+def ensure_running(config: StackConfig) -> StackConfig:
+    """Start the servers that are not running yet; return the running settings."""
+    start_stack(config)
+    return running_config(config.state_dir)
+
+
+def reload_models(config: StackConfig) -> None:
+    """Load every model again through Triton's repository API.
+
+    Explicit model control loads a model's newest version and re-runs the
+    Python models' ``initialize``, so a running server picks up a new export.
+    The ONNX models load first because recommend_ensemble calls them.
+    """
+    with grpcclient.InferenceServerClient(config.triton_grpc_url) as client:
+        for model in (*ONNX_MODELS, RECOMMEND):
+            try:
+                client.load_model(model)
+            except InferenceServerException as exc:
+                raise UnavailableError(
+                    f"Triton at {config.triton_grpc_url} failed to load {model}: "
+                    f"{exc.message()}; see {config.logs_dir / 'triton.log'}",
+                    service="triton",
+                ) from exc
+    logger.info("reloaded %s", ", ".join((*ONNX_MODELS, RECOMMEND)))
+
+
+def format_status(state_dir: Path) -> str:
+    """Describe each recorded server: running or not, where, and its log."""
+    statuses = stack_status(state_dir)
+    if not statuses:
+        return f"no servers recorded in {state_dir}"
+    lines = []
+    for status in statuses:
+        state = "running" if status.running else "not running"
+        ports = ", ".join(f"{role} {port}" for role, port in status.ports.items())
+        lines.append(
+            f"{status.name:<7} {state:<11} pid {status.pid:<8} {status.host} ({ports})"
+            f"  log {status.log_path}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,187 @@
+"""Recommendations from the real stack, checked against the data and the
+exported models run offline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from ecrs.errors import InvalidInputError, NotFoundError
+from ecrs.serving.onnx_models import OnnxModels
+from ecrs.serving.recommender import Recommender
+from ecrs.stores.feature_store import FeatureStore
+from ecrs.stores.vector_store import VectorStore
+
+pytestmark = pytest.mark.integration
+
+# The console script installed beside this interpreter.
+CLIENT_SCRIPT = str(Path(sys.executable).parent / "ecrs-client")
+
+
+def known_user(dataset):
+    return dataset.users[dataset.schema.users.id].iloc[0]
+
+
+def new_user_features(dataset):
+    row = dataset.users.iloc[1]
+    return {name: row[name] for name in dataset.schema.users.feature_names}
+
+
+def test_known_user_gets_top_n_items(client, small_dataset):
+    items = client.recommend(user_id=known_user(small_dataset), top_n=10)
+    assert len(items) == 10
+    catalogue = small_dataset.items.set_index(small_dataset.schema.items.id)
+    scores = [item.score for item in items]
+    assert scores == sorted(scores, reverse=True)
+    assert len({item.item_id for item in items}) == 10
+    for item in items:
+        raw = catalogue.loc[item.item_id]
+        expected = {key: value for key, value in raw.items() if value is not None}
+        assert item.details == expected
+
+
+def test_default_top_n_is_ten(client, small_dataset):
+    assert len(client.recommend(user_id=known_user(small_dataset))) == 10
+
+
+def test_new_user_gets_recommendations(client, small_dataset):
+    items = client.recommend(user_features=new_user_features(small_dataset), top_n=5)
+    assert len(items) == 5
+    assert all(0.0 <= item.score <= 1.0 for item in items)
+
+
+def test_unknown_user_is_not_found_and_server_keeps_serving(client, small_dataset):
+    with pytest.raises(NotFoundError, match="no-such-user"):
+        client.recommend(user_id="no-such-user")
+    assert len(client.recommend(user_id=known_user(small_dataset), top_n=3)) == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, input_name",
+    [
+        ({"user_features": {"no_such_feature": "x"}}, "USER_FEATURES"),
+        ({"user_features": {}}, "USER_FEATURES"),
+        ({"user_id": "u000001", "top_n": 0}, "TOP_N"),
+        ({"user_id": "u000001", "top_n": 10_000}, "TOP_N"),
+    ],
+)
+def test_malformed_request_is_invalid_argument(client, small_dataset, kwargs, input_name):
+    with pytest.raises(InvalidInputError, match=input_name):
+        client.recommend(**kwargs)
+    assert len(client.recommend(user_id=known_user(small_dataset), top_n=2)) == 2
+
+
+def raw_infer(stack, inputs):
+    with grpcclient.InferenceServerClient(stack.triton_grpc_url) as raw:
+        return raw.infer("recommend_ensemble", inputs)
+
+
+def bytes_input(name, values):
+    tensor = grpcclient.InferInput(name, [len(values)], "BYTES")
+    tensor.set_data_from_numpy(np.array(values, dtype=np.object_))
+    return tensor
+
+
+def test_both_user_inputs_is_invalid_argument(stack, loaded, small_dataset):
+    inputs = [
+        bytes_input("USER_ID", [known_user(small_dataset).encode()]),
+        bytes_input("USER_FEATURES", [b'{"sex": "f"}']),
+    ]
+    with pytest.raises(InferenceServerException) as info:
+        raw_infer(stack, inputs)
+    assert "INVALID_ARG" in str(info.value.status())
+    assert "exactly one" in info.value.message()
+
+
+def test_non_utf8_features_are_invalid_argument(stack, loaded):
+    with pytest.raises(InferenceServerException) as info:
+        raw_infer(stack, [bytes_input("USER_FEATURES", [b"\xff\xfe{"])])
+    assert "INVALID_ARG" in str(info.value.status())
+    assert "USER_FEATURES" in info.value.message()
+
+
+def test_two_user_ids_in_one_request_are_rejected(stack, loaded):
+    with pytest.raises(InferenceServerException) as info:
+        raw_infer(stack, [bytes_input("USER_ID", [b"a", b"b"])])
+    assert "INVALID_ARG" in str(info.value.status())
+
+
+def test_server_scores_match_offline_models(stack, loaded, client, small_dataset):
+    """Scores from Triton equal onnxruntime's for the same user and candidates."""
+    models = OnnxModels(stack.model_repository, loaded.version)
+    offline = Recommender(
+        encoder=models.encoder,
+        features=FeatureStore(stack.stores, small_dataset.schema.name),
+        vectors=VectorStore(stack.stores),
+        collection=loaded.collection,
+        user_tower=models.user_tower,
+        ranker=models.rank,
+        candidates=200,
+    )
+    for user_id in small_dataset.users[small_dataset.schema.users.id].iloc[:5]:
+        served = client.recommend(user_id=user_id, top_n=20)
+        row = offline.user_row(user_id=user_id)
+        expected = offline.rank(row, [item.item_id for item in served], top_n=20)
+        np.testing.assert_allclose(
+            [item.score for item in served], expected.scores, atol=1e-4, rtol=0
+        )
+        assert [item.item_id for item in served] == expected.item_ids
+
+
+def test_served_recommendations_equal_offline_pipeline(stack, loaded, client, small_dataset):
+    models = OnnxModels(stack.model_repository, loaded.version)
+    offline = Recommender(
+        encoder=models.encoder,
+        features=FeatureStore(stack.stores, small_dataset.schema.name),
+        vectors=VectorStore(stack.stores),
+        collection=loaded.collection,
+        user_tower=models.user_tower,
+        ranker=models.rank,
+        candidates=200,
+    )
+    features = new_user_features(small_dataset)
+    served = client.recommend(user_features=features, top_n=10)
+    expected = offline.recommend(user_features=features, top_n=10)
+    assert [item.item_id for item in served] == expected.item_ids
+    np.testing.assert_allclose([item.score for item in served], expected.scores, atol=1e-4)
+
+
+def run_client(stack, *args):
+    return subprocess.run(
+        [CLIENT_SCRIPT, "--url", stack.triton_grpc_url, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_client_cli_prints_table(stack, loaded, small_dataset):
+    result = run_client(stack, "recommend", "--user-id", known_user(small_dataset), "--top-n", "3")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["#", "item_id", "score"]
+    assert len(lines) == 2 + 3
+
+
+def test_client_cli_new_user_json(stack, loaded, small_dataset):
+    features = json.dumps(new_user_features(small_dataset))
+    result = run_client(stack, "recommend", "--features", features, "--top-n", "4", "--json")
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)) == 4
+
+
+def test_client_cli_unknown_user_one_line_error(stack, loaded):
+    result = run_client(stack, "recommend", "--user-id", "ghost")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("ecrs-client: error: ")
+    assert "'ghost'" in lines[0]

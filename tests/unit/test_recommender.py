@@ -1,0 +1,181 @@
+"""The request path with in-memory stand-ins for Redis, Milvus and the models."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ecrs.errors import InvalidInputError, NotFoundError
+from ecrs.serving.recommender import Recommender, parse_user_features
+from ecrs.serving.requests import parse_request
+from ecrs.data.schema import DatasetSchema
+from ecrs.features.encoder import FeatureEncoder
+
+FEATURES = ["age", "sex"]
+SCHEMA = DatasetSchema.from_dict(
+    {
+        "name": "toy",
+        "users": {"file": "users.csv", "id": "user_id", "features": FEATURES},
+        "items": {"file": "items.csv", "id": "item_id", "features": ["brand"]},
+        "interactions": {"file": "interactions.csv"},
+    }
+)
+
+
+def fit():
+    return FeatureEncoder.fit(
+        SCHEMA,
+        users=[{"age": "18-24", "sex": "f"}, {"age": "25-34", "sex": "m"}],
+        items=[{"brand": "acme"}, {"brand": "zeta"}],
+        trained_user_ids=["u1"],
+        trained_item_ids=["i1", "i2", "i3"],
+    )
+
+
+class FakeFeatureStore:
+    def __init__(self, users, items):
+        self.users = users
+        self.items = items
+
+    def get_user(self, user_id):
+        return self.users.get(user_id)
+
+    def get_items_raw(self, item_ids):
+        return [
+            json.dumps(self.items[i]).encode() if i in self.items else None for i in item_ids
+        ]
+
+
+class FakeVectorStore:
+    def __init__(self, ids, similarities):
+        self.ids = ids
+        self.similarities = np.asarray(similarities, dtype=np.float32)
+        self.searches = []
+
+    def search(self, name, vector, limit, search_params=None):
+        self.searches.append((name, limit))
+        return self.ids[:limit], self.similarities[:limit]
+
+
+def recommender(vectors, items=None, scores=None):
+    items = items or {"i1": {"brand": "acme"}, "i2": {"brand": "zeta"}, "i3": {"brand": "acme"}}
+    by_item = scores or {"i1": 0.2, "i2": 0.9, "i3": 0.5}
+    encoder = fit()
+    brand_index = encoder.items.fields[1].index()
+    index_to_item = {}
+
+    def ranker(user_rows, item_rows):
+        assert user_rows.shape[0] == item_rows.shape[0]
+        return np.array([by_item[index_to_item[tuple(row)]] for row in item_rows], np.float32)
+
+    for item_id, raw in items.items():
+        row = encoder.encode_items([item_id], [raw])[0]
+        index_to_item[tuple(row)] = item_id
+    assert brand_index
+    return Recommender(
+        encoder=encoder,
+        features=FakeFeatureStore({"u1": {"age": "18-24", "sex": "f"}}, items),
+        vectors=vectors,
+        collection="items_v1",
+        user_tower=lambda rows: np.ones((rows.shape[0], 4), np.float32),
+        ranker=ranker,
+        candidates=3,
+    )
+
+
+def test_recommend_sorts_by_ranker_score():
+    vectors = FakeVectorStore(["i1", "i2", "i3"], [0.9, 0.8, 0.7])
+    result = recommender(vectors).recommend(user_id="u1", top_n=2)
+    assert result.item_ids == ["i2", "i3"]
+    np.testing.assert_allclose(result.scores, [0.9, 0.5])
+    assert json.loads(result.details[0]) == {"brand": "zeta"}
+    assert vectors.searches == [("items_v1", 3)]
+
+
+def test_removed_item_is_dropped_not_an_error():
+    vectors = FakeVectorStore(["i1", "gone", "i3"], [0.9, 0.8, 0.7])
+    result = recommender(vectors).recommend(user_id="u1", top_n=3)
+    assert result.item_ids == ["i3", "i1"]
+
+
+def test_unknown_user_raises_not_found_naming_id():
+    vectors = FakeVectorStore(["i1"], [0.9])
+    with pytest.raises(NotFoundError, match="'nobody'"):
+        recommender(vectors).recommend(user_id="nobody", top_n=1)
+
+
+def test_new_user_features_are_encoded_without_id():
+    rec = recommender(FakeVectorStore(["i1"], [0.9]))
+    row = rec.user_row(user_features={"age": "25-34"})
+    assert row[0, 0] == 0
+    assert row[0, 1] != 0
+
+
+def test_empty_candidates_give_empty_result():
+    result = recommender(FakeVectorStore([], [])).recommend(user_id="u1", top_n=5)
+    assert result.item_ids == []
+    assert result.scores.shape == (0,)
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"not json", "not valid UTF-8 JSON"),
+        (b"\xff\xfe", "not valid UTF-8 JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b'{"agee": "18-24"}', "unknown feature"),
+        (b'{"age": {"x": 1}}', "values must be strings or numbers"),
+        (b'{"age": true}', "values must be strings or numbers"),
+        (b"{}", "no feature values"),
+        (b'{"age": null}', "no feature values"),
+    ],
+)
+def test_parse_user_features_rejects(raw, message):
+    with pytest.raises(InvalidInputError, match=message) as info:
+        parse_user_features(raw, FEATURES)
+    assert info.value.input_name == "USER_FEATURES"
+
+
+def test_parse_user_features_accepts_numbers_as_text():
+    assert parse_user_features(b'{"age": 25, "sex": "f"}', FEATURES) == {"age": "25", "sex": "f"}
+
+
+def request(**inputs):
+    return parse_request(
+        {name: None if value is None else np.array(value, dtype=object) for name, value in inputs.items()},
+        feature_names=FEATURES,
+        default_top_n=10,
+        max_top_n=100,
+    )
+
+
+def test_parse_request_known_user_with_default_top_n():
+    parsed = request(USER_ID=[b"u1"])
+    assert parsed.user_id == "u1"
+    assert parsed.top_n == 10
+
+
+def test_parse_request_requires_exactly_one_user_input():
+    with pytest.raises(InvalidInputError, match="exactly one"):
+        request()
+    with pytest.raises(InvalidInputError, match="exactly one"):
+        request(USER_ID=[b"u1"], USER_FEATURES=[b'{"age": "1"}'])
+
+
+@pytest.mark.parametrize("top_n", [0, -3, 101])
+def test_parse_request_rejects_top_n_out_of_range(top_n):
+    with pytest.raises(InvalidInputError, match="TOP_N is") as info:
+        parse_request(
+            {"USER_ID": np.array([b"u1"], dtype=object), "TOP_N": np.array([top_n], np.int32)},
+            feature_names=FEATURES,
+            default_top_n=10,
+            max_top_n=100,
+        )
+    assert info.value.input_name == "TOP_N"
+
+
+def test_parse_request_rejects_bad_user_id():
+    with pytest.raises(InvalidInputError, match="not valid UTF-8"):
+        request(USER_ID=[b"\xff\xfe"])
+    with pytest.raises(InvalidInputError, match="empty"):
+        request(USER_ID=[b"  "])
