@@ -77,7 +77,7 @@ class RecommendModel:
         self.parameters = parameters
         self.version = latest_version(repository)
         self.encoder = FeatureEncoder.load(repository / USER_TOWER / str(self.version))
-        self.features = FeatureStore(stores)
+        self.features = FeatureStore(stores, self.encoder.schema.name)
         self.vectors = VectorStore(stores)
         self.collection = self.vectors.collection(self.version)
         self.recommender = Recommender(

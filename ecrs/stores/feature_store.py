@@ -1,10 +1,11 @@
 """Raw user and item features in Redis.
 
-Each user and item is one Redis string ``<prefix>:user:<id>`` or
-``<prefix>:item:<id>`` holding a JSON object of its raw feature and attribute
+Each user and item is one Redis string ``<prefix>:<namespace>:user:<id>`` or
+``<prefix>:<namespace>:item:<id>`` holding a JSON object of its raw feature and attribute
 values (missing values are left out). One ``MGET`` then reads all candidates
 of a request, and the stored JSON is already the item details a response
-returns.
+returns. The namespace is the data set's name from its schema, so two data
+sets loaded into one Redis keep apart.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ WRITE_BATCH = 1000
 class FeatureStore:
     """Read and write raw user and item features in Redis."""
 
-    def __init__(self, config: StoreConfig, client: redis.Redis | None = None) -> None:
-        self.prefix = config.key_prefix
+    def __init__(
+        self, config: StoreConfig, namespace: str, client: redis.Redis | None = None
+    ) -> None:
+        self.prefix = f"{config.key_prefix}:{namespace}"
         self.address = config.redis_url
         self.client = client or redis.Redis.from_url(
             config.redis_url,

@@ -38,7 +38,7 @@ def load_stores(
     started = time.perf_counter()
     models = OnnxModels(repository, version)
     schema = dataset.schema
-    features = FeatureStore(stores)
+    features = FeatureStore(stores, schema.name)
     user_ids, user_records = entity_records(dataset.users, schema.users.id)
     item_ids, item_records = entity_records(dataset.items, schema.items.id)
     features.write(USER, user_ids, user_records)
