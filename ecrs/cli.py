@@ -9,12 +9,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from ecrs import commands
-from ecrs.config import Ports, StackConfig, default_state_dir
-from ecrs.errors import EcrsError
+# Importing paddle warns on every run that the ccache compiler cache is
+# missing; ECRS compiles no Paddle extensions, so the warning says nothing.
+warnings.filterwarnings("ignore", message="No ccache found")
+
+from ecrs import commands  # noqa: E402
+from ecrs.config import Ports, StackConfig, default_state_dir  # noqa: E402
+from ecrs.errors import EcrsError  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ error for an unknown user id. The servers keep running afterwards.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -51,10 +52,8 @@ def run(stack: StackConfig, *, movielens: Path | None = None, seed: int = 0) -> 
     )
     reload_models(running)
     print_recommendations(running, dataset)
-    print(
-        "\nThe servers keep running. Stop them with: "
-        f"ecrs --state-dir {stack.state_dir} stack stop"
-    )
+    ecrs = Path(sys.executable).parent / "ecrs"
+    print(f"\nThe servers keep running. Stop them with: {ecrs} --state-dir {stack.state_dir} stack stop")
     return 0
 
 
