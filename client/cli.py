@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from ecrs.client.client import DEFAULT_URL, RecommendClient, RecommendedItem
+
 from ecrs.errors import EcrsError
 
 
@@ -17,23 +18,30 @@ def build_parser() -> argparse.ArgumentParser:
         description="Request recommendations from recommend_ensemble over Triton gRPC.",
     )
     parser.add_argument(
-        "--url", default=DEFAULT_URL, help=f"Triton gRPC address (default {DEFAULT_URL})"
+        "--url",
+        default=DEFAULT_URL,
+        help=f"Triton gRPC address (default {DEFAULT_URL})",
     )
     parser.add_argument(
-        "--timeout", type=float, default=10.0, help="request deadline in seconds (default 10)"
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="request deadline in seconds (default 10)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     recommend = commands.add_parser("recommend", help="recommend items for one user")
-    who = recommend.add_mutually_exclusive_group(required=True)
-    who.add_argument("--user-id", help="id of a known user")
-    who.add_argument(
+    user = recommend.add_mutually_exclusive_group(required=True)
+    user.add_argument("--user-id", help="id of a known user")
+    user.add_argument(
         "--features",
         help='a new user\'s raw features as a JSON object, e.g. \'{"age": "25-34"}\'',
     )
     recommend.add_argument(
         "--top-n", type=int, help="number of items to return (default: the server's)"
     )
-    recommend.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    recommend.add_argument(
+        "--json", action="store_true", help="print JSON instead of a table"
+    )
     return parser
 
 
@@ -49,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ecrs-client: error: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps([item.__dict__ for item in items], ensure_ascii=False, indent=2))
+        print(
+            json.dumps([item.__dict__ for item in items], ensure_ascii=False, indent=2)
+        )
     else:
         print(format_table(items))
     return 0
@@ -61,7 +71,9 @@ def _parse_features(raw: str | None) -> dict | None:
     try:
         parsed = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise EcrsError(f"--features is not valid JSON ({exc}); pass a JSON object") from exc
+        raise EcrsError(
+            f"--features is not valid JSON ({exc}); pass a JSON object"
+        ) from exc
     if not isinstance(parsed, dict):
         raise EcrsError(f"--features must be a JSON object, got {raw!r}")
     return parsed
@@ -74,11 +86,19 @@ def format_table(items: Sequence[RecommendedItem]) -> str:
     detail_keys = sorted({key for item in items for key in item.details})
     header = ["#", "item_id", "score", *detail_keys]
     rows = [
-        [str(rank), item.item_id, f"{item.score:.4f}", *[item.details.get(key, "") for key in detail_keys]]
+        [
+            str(rank),
+            item.item_id,
+            f"{item.score:.4f}",
+            *[item.details.get(key, "") for key in detail_keys],
+        ]
         for rank, item in enumerate(items, start=1)
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+        for row in [header, *rows]
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
 

@@ -45,7 +45,9 @@ class RecommendClient:
         top_n: int | None = None,
     ) -> list[RecommendedItem]:
         """Recommend for a known ``user_id`` or a new user's ``user_features``."""
-        inputs = request_inputs(user_id=user_id, user_features=user_features, top_n=top_n)
+        inputs = request_inputs(
+            user_id=user_id, user_features=user_features, top_n=top_n
+        )
         try:
             result = self._client.infer(
                 MODEL_NAME,

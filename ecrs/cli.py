@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 # Importing paddle warns on every run that the ccache compiler cache is
-# missing; ECRS compiles no Paddle extensions, so the warning says nothing.
+# missing. ECRS compiles no Paddle extensions, so the warning is noise.
 warnings.filterwarnings("ignore", message="No ccache found")
 
-from ecrs import commands  # noqa: E402
-from ecrs.config import Ports, StackConfig, default_state_dir  # noqa: E402
-from ecrs.errors import EcrsError  # noqa: E402
+from ecrs import commands
+from ecrs.config import Ports, StackConfig, default_state_dir
+from ecrs.errors import EcrsError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for data, checkpoints, the served model repository, server "
         "data and logs (default: $ECRS_STATE_DIR or ./.ecrs)",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log debug messages"
+    )
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(subparsers)
     _add_model_commands(subparsers)
@@ -47,11 +49,20 @@ def _add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     actions = data.add_subparsers(dest="action", required=True)
 
     generate = actions.add_parser("generate", help="generate synthetic shop data")
-    generate.add_argument("--out", type=Path, required=True, help="data set folder to write")
-    generate.add_argument("--users", type=_positive_int, default=6000, help="number of users")
-    generate.add_argument("--items", type=_positive_int, default=3000, help="number of items")
     generate.add_argument(
-        "--interactions", type=_positive_int, default=150_000, help="number of interactions"
+        "--out", type=Path, required=True, help="data set folder to write"
+    )
+    generate.add_argument(
+        "--users", type=_positive_int, default=6000, help="number of users"
+    )
+    generate.add_argument(
+        "--items", type=_positive_int, default=3000, help="number of items"
+    )
+    generate.add_argument(
+        "--interactions",
+        type=_positive_int,
+        default=150_000,
+        help="number of interactions",
     )
     generate.add_argument("--seed", type=int, default=0, help="random seed")
     generate.set_defaults(handler=commands.generate_data)
@@ -59,16 +70,24 @@ def _add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     movielens = actions.add_parser(
         "movielens", help="convert a MovieLens 100K folder (u.user, u.item, u.data)"
     )
-    movielens.add_argument("--source", type=Path, required=True, help="MovieLens 100K folder")
-    movielens.add_argument("--out", type=Path, required=True, help="data set folder to write")
+    movielens.add_argument(
+        "--source", type=Path, required=True, help="MovieLens 100K folder"
+    )
+    movielens.add_argument(
+        "--out", type=Path, required=True, help="data set folder to write"
+    )
     _add_bad_share(movielens)
     movielens.set_defaults(handler=commands.import_movielens)
 
     imported = actions.add_parser(
         "import", help="validate a data set folder and write a clean Parquet copy"
     )
-    imported.add_argument("--source", type=Path, required=True, help="folder with schema.json")
-    imported.add_argument("--out", type=Path, required=True, help="data set folder to write")
+    imported.add_argument(
+        "--source", type=Path, required=True, help="folder with schema.json"
+    )
+    imported.add_argument(
+        "--out", type=Path, required=True, help="data set folder to write"
+    )
     _add_bad_share(imported)
     imported.set_defaults(handler=commands.import_data)
 
@@ -76,13 +95,21 @@ def _add_data_commands(subparsers: argparse._SubParsersAction) -> None:
 def _add_model_commands(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train the two-tower model and DeepFM")
     train.add_argument("--data", type=Path, required=True, help="data set folder")
-    train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    train.add_argument(
+        "--out", type=Path, required=True, help="checkpoint folder to write"
+    )
     train.add_argument("--dim", type=_positive_int, default=64, help="vector dimension")
     train.add_argument(
-        "--epochs", type=_positive_int, default=None, help="two-tower epochs (default 10)"
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help="two-tower epochs (default 10)",
     )
     train.add_argument(
-        "--ranker-epochs", type=_positive_int, default=None, help="DeepFM epochs (default 4)"
+        "--ranker-epochs",
+        type=_positive_int,
+        default=None,
+        help="DeepFM epochs (default 4)",
     )
     train.add_argument("--seed", type=int, default=0, help="random seed")
     train.set_defaults(handler=commands.train_models)
@@ -91,13 +118,17 @@ def _add_model_commands(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="print held-out metrics of a checkpoint and the baselines"
     )
     evaluate.add_argument("--data", type=Path, required=True, help="data set folder")
-    evaluate.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder")
+    evaluate.add_argument(
+        "--checkpoint", type=Path, required=True, help="checkpoint folder"
+    )
     evaluate.set_defaults(handler=commands.evaluate_checkpoint)
 
     export = subparsers.add_parser(
         "export", help="export a checkpoint as a new version of the served repository"
     )
-    export.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder")
+    export.add_argument(
+        "--checkpoint", type=Path, required=True, help="checkpoint folder"
+    )
     export.add_argument(
         "--repository",
         type=Path,
@@ -117,13 +148,18 @@ def _add_model_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     load.add_argument("--data", type=Path, required=True, help="data set folder")
     load.add_argument(
-        "--version", type=_positive_int, default=None, help="model version (default: newest)"
+        "--version",
+        type=_positive_int,
+        default=None,
+        help="model version (default: newest)",
     )
     load.set_defaults(handler=commands.load_data)
 
 
 def _add_stack_commands(subparsers: argparse._SubParsersAction) -> None:
-    stack = subparsers.add_parser("stack", help="start, stop or inspect the local servers")
+    stack = subparsers.add_parser(
+        "stack", help="start, stop or inspect the local servers"
+    )
     actions = stack.add_subparsers(dest="action", required=True)
     start = actions.add_parser("start", help="start Redis, Milvus and tritonserver")
     _add_ports(start)
@@ -155,7 +191,10 @@ def _add_ports(parser: argparse.ArgumentParser) -> None:
     for name in ("redis", "milvus", "triton_grpc", "triton_http", "triton_metrics"):
         flag = "--" + name.replace("_", "-") + "-port"
         parser.add_argument(
-            flag, type=_port, default=getattr(defaults, name), help=f"default {getattr(defaults, name)}"
+            flag,
+            type=_port,
+            default=getattr(defaults, name),
+            help=f"default {getattr(defaults, name)}",
         )
 
 

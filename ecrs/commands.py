@@ -91,14 +91,19 @@ def export_models(args: argparse.Namespace, stack: StackConfig) -> int:
         Checkpoint.load(args.checkpoint), repository, source=args.source_repository
     )
     parity = ", ".join(f"{name} {diff:.1e}" for name, diff in result.parity.items())
-    print(f"exported version {result.version} into {repository} (max |ONNX - Paddle|: {parity})")
+    print(
+        f"exported version {result.version} into {repository} (max |ONNX - Paddle|: {parity})"
+    )
     return 0
 
 
 def load_data(args: argparse.Namespace, stack: StackConfig) -> int:
     live = running.running_config(stack.state_dir)
     result = load_stores(
-        Dataset.load(args.data), live.model_repository, live.stores, version=args.version
+        Dataset.load(args.data),
+        live.model_repository,
+        live.stores,
+        version=args.version,
     )
     print(
         f"loaded {result.users} users and {result.items} items for version "

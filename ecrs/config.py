@@ -22,7 +22,7 @@ KEY_PREFIX_ENV = "ECRS_KEY_PREFIX"
 
 @dataclass(frozen=True, kw_only=True)
 class StoreConfig:
-    """Where the feature store (Redis) and the vector store (Milvus) listen.
+    """Addresses of the feature store (Redis) and the vector store (Milvus).
 
     ``timeout_s`` bounds every store call, in seconds. ``key_prefix`` starts
     every Redis key, so several deployments can share one Redis.

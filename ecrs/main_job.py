@@ -1,10 +1,11 @@
 """The main job: from data to recommendations printed by a running server.
 
-Steps: write the data set (generated shop data, or MovieLens 100K when a
-folder is given), train, export a new version into the served repository,
-start the servers (or reload the models of a running Triton), load the
-stores, and print recommendations for a known user, for a new user, and the
-error for an unknown user id. The servers keep running afterwards.
+The job writes the data set (generated shop data, or MovieLens 100K when a
+folder is given), trains, and exports a new version into the served
+repository. It then starts the servers (or reloads the models of a running
+Triton) and loads the stores. Last, it prints recommendations for a known
+user and a new user, and the error for an unknown user id. The servers keep
+running afterwards.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def run(stack: StackConfig, *, movielens: Path | None = None, seed: int = 0) -> 
     dataset = prepare_data(stack.state_dir, movielens, seed)
     name = dataset.schema.name
     _step(f"training on {len(dataset.interactions)} interactions")
-    checkpoint = train(dataset, stack.state_dir / "checkpoints" / name, TrainingParams())
+    checkpoint = train(
+        dataset, stack.state_dir / "checkpoints" / name, TrainingParams()
+    )
     _step("exporting to ONNX")
     exported = export_checkpoint(checkpoint, stack.model_repository)
     print(f"exported version {exported.version} into {stack.model_repository}")
@@ -53,7 +56,9 @@ def run(stack: StackConfig, *, movielens: Path | None = None, seed: int = 0) -> 
     reload_models(running)
     print_recommendations(running, dataset)
     ecrs = Path(sys.executable).parent / "ecrs"
-    print(f"\nThe servers keep running. Stop them with: {ecrs} --state-dir {stack.state_dir} stack stop")
+    print(
+        f"\nThe servers keep running. Stop them with: {ecrs} --state-dir {stack.state_dir} stack stop"
+    )
     return 0
 
 
@@ -87,7 +92,9 @@ def print_recommendations(stack: StackConfig, dataset: Dataset) -> None:
         except EcrsError as exc:
             print(f"NOT_FOUND: {exc}")
         else:
-            raise EcrsError(f"user {UNKNOWN_USER_ID!r} unexpectedly got recommendations")
+            raise EcrsError(
+                f"user {UNKNOWN_USER_ID!r} unexpectedly got recommendations"
+            )
     logger.debug("schema %s served", schema.name)
 
 
@@ -95,7 +102,7 @@ def most_active_user(dataset: Dataset) -> str:
     """Return the id of the user with the most interactions (ties: smallest id)."""
     counts = dataset.interactions[dataset.schema.interactions.user_id].value_counts()
     top = counts[counts == counts.max()].index
-    return str(sorted(top)[0])
+    return str(min(top))
 
 
 def new_user_profile(dataset: Dataset) -> dict[str, str]:

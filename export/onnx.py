@@ -66,7 +66,9 @@ def export_onnx(model: OnnxModel, destination: Path) -> Path:
                 model.layer, prefix, input_spec=specs, opset_version=OPSET_VERSION
             )
         except Exception as exc:  # paddle2onnx raises many unrelated types
-            raise ExportError(f"paddle2onnx failed to export {model.name}: {exc}") from exc
+            raise ExportError(
+                f"paddle2onnx failed to export {model.name}: {exc}"
+            ) from exc
         graph = onnx.load(prefix + ".onnx")
     _rename_outputs(graph, [tensor.name for tensor in model.outputs], model.name)
     _check_inputs(graph, [tensor.name for tensor in model.inputs], model.name)
@@ -94,7 +96,9 @@ def _rename_outputs(graph: onnx.ModelProto, names: Sequence[str], model: str) ->
 def _check_inputs(graph: onnx.ModelProto, names: Sequence[str], model: str) -> None:
     actual = [tensor.name for tensor in graph.graph.input]
     if actual != list(names):
-        raise ExportError(f"{model}: the exported graph's inputs are {actual}, expected {list(names)}")
+        raise ExportError(
+            f"{model}: the exported graph's inputs are {actual}, expected {list(names)}"
+        )
 
 
 def check_parity(
@@ -130,5 +134,7 @@ def check_parity(
             f"{model.name}: onnxruntime's output differs from Paddle's by {worst:.3g}, "
             f"more than the tolerance {tolerance:g}; the export is not trustworthy"
         )
-    logger.info("%s: ONNX parity within %.3g (tolerance %g)", model.name, worst, tolerance)
+    logger.info(
+        "%s: ONNX parity within %.3g (tolerance %g)", model.name, worst, tolerance
+    )
     return worst

@@ -1,6 +1,6 @@
 """Build the served Triton model repository from the source one in git.
 
-``model_repository/`` in git holds every model's ``config.pbtxt`` and the
+``model_repository/`` in git contains every model's ``config.pbtxt`` and the
 Python models' code. Exporting a checkpoint copies those into the served
 repository (in the state folder, never in git), adds a new version folder
 ``<N>/model.onnx`` to each ONNX model, saves the checkpoint's encoder beside
@@ -16,28 +16,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from ecrs.export.onnx import OnnxModel, TensorSpec, check_parity, export_onnx
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from ecrs.errors import ExportError
-from ecrs.export.onnx import OnnxModel, TensorSpec, check_parity, export_onnx
 from ecrs.features.encoder import FeatureEncoder
+from ecrs.serving.layout import (
+    CONFIG_FILE,
+    DEEPFM_RANK,
+    ITEM_TOWER,
+    ONNX_MODELS,
+    RECOMMEND,
+    USER_TOWER,
+    next_version,
+)
 from ecrs.training.checkpoint import Checkpoint
 
 logger = logging.getLogger(__name__)
 
-USER_TOWER = "user_tower"
-ITEM_TOWER = "item_tower"
-DEEPFM_RANK = "deepfm_rank"
-RECOMMEND = "recommend_ensemble"
-ONNX_MODELS = (USER_TOWER, ITEM_TOWER, DEEPFM_RANK)
-CONFIG_FILE = "config.pbtxt"
 PARITY_ROWS = 256
 
 
 @dataclass(frozen=True)
 class ExportResult:
-    """What an export wrote: the version number and the parity of each model."""
+    """Summary of one export: the version number and each model's parity."""
 
     repository: Path
     version: int
@@ -126,34 +129,6 @@ def export_checkpoint(
     return ExportResult(served, version, parity)
 
 
-def next_version(served: Path) -> int:
-    return max(list_versions(served, USER_TOWER), default=0) + 1
-
-
-def list_versions(served: Path, model: str) -> list[int]:
-    """Return the numbered version folders of ``model`` that hold a model.onnx."""
-    folder = served / model
-    if not folder.is_dir():
-        return []
-    return sorted(
-        int(entry.name)
-        for entry in folder.iterdir()
-        if entry.name.isdigit() and (entry / "model.onnx").exists()
-    )
-
-
-def latest_version(served: Path) -> int:
-    """Return the newest version that every ONNX model has."""
-    common = set(list_versions(served, USER_TOWER))
-    for model in ONNX_MODELS[1:]:
-        common &= set(list_versions(served, model))
-    if not common:
-        raise ExportError(
-            f"no exported version in {served}; run 'ecrs export' first"
-        )
-    return max(common)
-
-
 def copy_source(source: Path, served: Path) -> None:
     """Copy each model's files from the source repository, except version folders
     of ONNX models, which only export writes."""
@@ -196,7 +171,9 @@ def write_config(source_model: Path, served_model: Path, model: OnnxModel) -> No
 
 def read_config(path: Path) -> model_config_pb2.ModelConfig:
     try:
-        return text_format.Parse(path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
+        return text_format.Parse(
+            path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig()
+        )
     except text_format.ParseError as exc:
         raise ExportError(f"{path} is not a valid model configuration: {exc}") from exc
 

@@ -63,7 +63,9 @@ def read_table(path: Path) -> pd.DataFrame:
     """Read a Parquet or CSV table with every column as text."""
     _check_suffix(path)
     if not path.exists():
-        raise DataError(f"table {path} does not exist; check the file name in schema.json")
+        raise DataError(
+            f"table {path} does not exist; check the file name in schema.json"
+        )
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
     return pd.read_csv(
@@ -119,7 +121,9 @@ def _normalize_entities(
         frame[column] = as_text(frame[column])
     if frame[table.id].isna().any():
         row = int(frame[table.id].isna().to_numpy().argmax())
-        raise DataError(f"the {name} table has an empty id in row {row + 1}; every row needs one")
+        raise DataError(
+            f"the {name} table has an empty id in row {row + 1}; every row needs one"
+        )
     duplicated = frame[table.id].duplicated()
     if duplicated.any():
         first = frame.loc[duplicated, table.id].iloc[0]

@@ -155,7 +155,9 @@ def _entity_table(raw: dict[str, Any], section: str) -> EntityTable:
         features.append(FeatureSpec(**entry))
     names = [spec.name for spec in features]
     if len(set(names)) != len(names):
-        raise DataError(f"schema.json section {section!r} lists a feature twice: {names}")
+        raise DataError(
+            f"schema.json section {section!r} lists a feature twice: {names}"
+        )
     if raw["id"] in names:
         raise DataError(
             f"schema.json section {section!r} lists its id column {raw['id']!r} "

@@ -1,8 +1,8 @@
 """Offline evaluation on the held-out interactions.
 
 Protocol: per user, the latest interactions (by timestamp, ties by item id)
-are held out; each method ranks the catalogue without the user's training
-items, and recall@K and NDCG@K are averaged over users with held-out items.
+are held out. Each method ranks the catalogue without the user's training
+items. Recall@K and NDCG@K are averaged over users with held-out items.
 The methods are a popularity baseline, two-tower recall alone, and two-tower
 recall of ``candidates`` items re-ranked by DeepFM. DeepFM's AUC compares its
 scores of held-out positives with those of uniformly sampled items the user
@@ -78,7 +78,8 @@ class EvaluationReport:
         lines = [header, "-" * len(header)]
         for method, values in self.methods.items():
             lines.append(
-                method.ljust(width) + "".join(f"{values[name]:>12.4f}" for name in names)
+                method.ljust(width)
+                + "".join(f"{values[name]:>12.4f}" for name in names)
             )
         lines.append(
             f"DeepFM AUC (held-out positives vs sampled negatives): {self.deepfm_auc:.4f}"
@@ -118,7 +119,9 @@ def evaluate_scorer(
     }
     report = EvaluationReport(users=len(relevant), heldout=len(heldout))
     for method, ranking in rankings.items():
-        report.methods[method] = method_metrics(ranking, relevant, ks, len(data.item_ids))
+        report.methods[method] = method_metrics(
+            ranking, relevant, ks, len(data.item_ids)
+        )
     report.deepfm_auc = deepfm_auc(scorer, data, heldout, spec, seed)
     return report
 

@@ -88,7 +88,9 @@ class FieldEncoder:
             rows[row] = self._encode_row(entity_id, values)
         return rows
 
-    def _encode_row(self, entity_id: str | None, values: Mapping[str, Any]) -> list[int]:
+    def _encode_row(
+        self, entity_id: str | None, values: Mapping[str, Any]
+    ) -> list[int]:
         encoded = [self._lookup(0, entity_id)]
         for position, field in enumerate(self.fields[1:], start=1):
             raw = values.get(field.name)
@@ -196,7 +198,9 @@ class FeatureEncoder:
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / ENCODER_FILE
-        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
+        path.write_text(
+            json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8"
+        )
         return path
 
     @classmethod

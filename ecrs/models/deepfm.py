@@ -66,5 +66,7 @@ class DeepFM(nn.Layer):
         deep = self.dnn(self.dropout(vectors.flatten(start_axis=1)))
         return first_order + fm + deep + self.bias
 
-    def forward(self, user_ids: paddle.Tensor, item_ids: paddle.Tensor) -> paddle.Tensor:
+    def forward(
+        self, user_ids: paddle.Tensor, item_ids: paddle.Tensor
+    ) -> paddle.Tensor:
         return F.sigmoid(self.logits(user_ids, item_ids))

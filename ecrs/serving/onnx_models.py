@@ -13,20 +13,23 @@ import numpy as np
 import onnxruntime as ort
 
 from ecrs.errors import ExportError
-from ecrs.export.repository import DEEPFM_RANK, ITEM_TOWER, USER_TOWER, latest_version
 from ecrs.features.encoder import FeatureEncoder
+from ecrs.serving.layout import DEEPFM_RANK, ITEM_TOWER, USER_TOWER, latest_version
 
 
 class OnnxModels:
     """The user tower, item tower and ranker of one version, via onnxruntime."""
 
-    def __init__(self, repository: Path, version: int | None = None, *, threads: int = 1) -> None:
+    def __init__(
+        self, repository: Path, version: int | None = None, *, threads: int = 1
+    ) -> None:
         self.repository = Path(repository)
         self.version = version or latest_version(self.repository)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         self._sessions = {
-            name: self._open(name, options) for name in (USER_TOWER, ITEM_TOWER, DEEPFM_RANK)
+            name: self._open(name, options)
+            for name in (USER_TOWER, ITEM_TOWER, DEEPFM_RANK)
         }
         self.encoder = FeatureEncoder.load(self.folder(USER_TOWER))
 
@@ -36,8 +39,12 @@ class OnnxModels:
     def _open(self, model: str, options: ort.SessionOptions) -> ort.InferenceSession:
         path = self.folder(model) / "model.onnx"
         if not path.exists():
-            raise ExportError(f"{path} does not exist; export version {self.version} first")
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            raise ExportError(
+                f"{path} does not exist; export version {self.version} first"
+            )
+        return ort.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
 
     @property
     def dim(self) -> int:
@@ -52,7 +59,9 @@ class OnnxModels:
             session.run(None, {"ITEM_FEATURE_IDS": rows[start : start + batch_size]})[0]
             for start in range(0, len(rows), batch_size)
         ]
-        return np.concatenate(outputs) if outputs else np.zeros((0, self.dim), np.float32)
+        return (
+            np.concatenate(outputs) if outputs else np.zeros((0, self.dim), np.float32)
+        )
 
     def rank(self, user_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
         feeds = {"USER_FEATURE_IDS": user_rows, "ITEM_FEATURE_IDS": item_rows}

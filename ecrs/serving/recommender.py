@@ -72,7 +72,10 @@ class Recommender:
         self.search_params = search_params
 
     def user_row(
-        self, *, user_id: str | None = None, user_features: Mapping[str, Any] | None = None
+        self,
+        *,
+        user_id: str | None = None,
+        user_features: Mapping[str, Any] | None = None,
     ) -> np.ndarray:
         """Encode a known user (read from Redis) or a new user as ``[1, slots]``."""
         if user_id is not None:
@@ -100,21 +103,27 @@ class Recommender:
         )
         return Candidates(ids, similarities)
 
-    def rank(self, user_row: np.ndarray, item_ids: list[str], top_n: int) -> Recommendation:
+    def rank(
+        self, user_row: np.ndarray, item_ids: list[str], top_n: int
+    ) -> Recommendation:
         """Score items that exist in the feature store and keep the best ``top_n``.
 
         A candidate whose features are gone (the item was removed after its
         vector was searched) is dropped, not reported as an error.
         """
         stored = self.features.get_items_raw(item_ids)
-        kept = [(item_id, raw) for item_id, raw in zip(item_ids, stored) if raw is not None]
+        kept = [
+            (item_id, raw) for item_id, raw in zip(item_ids, stored) if raw is not None
+        ]
         if not kept:
             return Recommendation([], np.zeros(0, np.float32), [])
         ids = [item_id for item_id, _ in kept]
         details = [raw for _, raw in kept]
         item_rows = self.encoder.encode_items(ids, [json.loads(raw) for raw in details])
         user_rows = np.repeat(user_row, len(ids), axis=0)
-        scores = np.asarray(self.ranker(user_rows, item_rows), dtype=np.float32).reshape(-1)
+        scores = np.asarray(
+            self.ranker(user_rows, item_rows), dtype=np.float32
+        ).reshape(-1)
         # Stable sort keeps recall order among equal scores.
         order = np.argsort(-scores, kind="stable")[:top_n]
         return Recommendation(

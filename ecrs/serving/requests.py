@@ -45,9 +45,13 @@ def parse_request(
         )
     top_n = parse_top_n(inputs.get(TOP_N_INPUT), default_top_n, max_top_n)
     if user_id is not None:
-        return RecommendRequest(top_n=top_n, user_id=single_text(user_id, USER_ID_INPUT))
+        return RecommendRequest(
+            top_n=top_n, user_id=single_text(user_id, USER_ID_INPUT)
+        )
     raw = single_bytes(user_features, USER_FEATURES_INPUT)
-    return RecommendRequest(top_n=top_n, user_features=parse_user_features(raw, feature_names))
+    return RecommendRequest(
+        top_n=top_n, user_features=parse_user_features(raw, feature_names)
+    )
 
 
 def parse_top_n(value: np.ndarray | None, default: int, maximum: int) -> int:
@@ -55,7 +59,8 @@ def parse_top_n(value: np.ndarray | None, default: int, maximum: int) -> int:
         return default
     if value.size != 1:
         raise InvalidInputError(
-            f"{TOP_N_INPUT} must hold one value, got {value.size}", input_name=TOP_N_INPUT
+            f"{TOP_N_INPUT} must hold one value, got {value.size}",
+            input_name=TOP_N_INPUT,
         )
     top_n = int(value.reshape(-1)[0])
     if not 1 <= top_n <= maximum:

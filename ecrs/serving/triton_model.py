@@ -16,8 +16,8 @@ import numpy as np
 
 from ecrs.config import StoreConfig
 from ecrs.errors import ConfigError
-from ecrs.export.repository import USER_TOWER, latest_version
 from ecrs.features.encoder import FeatureEncoder
+from ecrs.serving.layout import USER_TOWER, latest_version
 from ecrs.serving.recommender import RankFn, Recommendation, Recommender, TowerFn
 from ecrs.serving.requests import parse_request
 from ecrs.stores.feature_store import FeatureStore

@@ -219,7 +219,7 @@ def _already_running(
     raise StackError(
         f"{name} already runs from {config.state_dir} (pid {record.pid}) on "
         f"{record.host} {recorded}, not on the requested {config.host} {requested}; "
-        "stop the stack first (stop_stack) or request the ports it runs on"
+        "stop it first ('ecrs stack stop') or request the ports it runs on"
     )
 
 

@@ -68,6 +68,17 @@ def pick_free_ports(host: str = LOOPBACK) -> Ports:
     )
 
 
+# The command-line option of 'ecrs stack start' and 'ecrs main' that sets
+# each configurable port, by (server, role).
+PORT_FLAGS = {
+    ("redis", "redis"): "--redis-port",
+    ("milvus", "proxy"): "--milvus-port",
+    ("triton", "grpc"): "--triton-grpc-port",
+    ("triton", "http"): "--triton-http-port",
+    ("triton", "metrics"): "--triton-metrics-port",
+}
+
+
 def check_ports_free(requests: Mapping[str, tuple[str, int]], *, server: str) -> None:
     """Raise ``StackError`` unless every requested port is free.
 
@@ -76,11 +87,11 @@ def check_ports_free(requests: Mapping[str, tuple[str, int]], *, server: str) ->
     """
     for role, (host, port) in requests.items():
         if not port_is_free(host, port):
+            flag = PORT_FLAGS.get((server, role), "Ports")
             raise StackError(
                 f"port {port} on {host} is already in use, but {server} needs it "
-                f"as its {role} port; pass another port in the stack settings "
-                f"(Ports) or stop the process listening on it "
-                f"(`ss -ltnp 'sport = :{port}'` shows it)"
+                f"as its {role} port; pass another port with {flag} or stop the "
+                f"process listening on it (`ss -ltnp 'sport = :{port}'` shows it)"
             )
 
 

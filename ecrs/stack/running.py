@@ -10,7 +10,7 @@ from tritonclient.utils import InferenceServerException
 
 from ecrs.config import Ports, StackConfig
 from ecrs.errors import StackError, UnavailableError
-from ecrs.export.repository import ONNX_MODELS, RECOMMEND
+from ecrs.serving.layout import ONNX_MODELS, RECOMMEND
 from ecrs.stack.launcher import SERVICES, stack_status, start_stack
 
 logger = logging.getLogger(__name__)
@@ -22,7 +22,9 @@ def running_config(state_dir: Path) -> StackConfig:
     Raises ``StackError`` when a server of the stack is not running.
     """
     servers = {status.name: status for status in stack_status(state_dir)}
-    missing = [name for name in SERVICES if name not in servers or not servers[name].running]
+    missing = [
+        name for name in SERVICES if name not in servers or not servers[name].running
+    ]
     if missing:
         raise StackError(
             f"{', '.join(missing)} not running from {state_dir}; "

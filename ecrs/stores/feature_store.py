@@ -11,6 +11,7 @@ sets loaded into one Redis keep apart.
 from __future__ import annotations
 
 import json
+import math
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -87,7 +88,9 @@ class FeatureStore:
     def count(self, kind: str) -> int:
         """Count stored users or items by scanning their keys."""
         with self._errors(f"count {kind}s"):
-            return sum(1 for _ in self.client.scan_iter(self.key(kind, "*"), count=1000))
+            return sum(
+                1 for _ in self.client.scan_iter(self.key(kind, "*"), count=1000)
+            )
 
     def ping(self) -> None:
         with self._errors("ping"):
@@ -117,6 +120,6 @@ def encode_record(record: Mapping[str, Any]) -> str:
 def _present(value: Any) -> bool:
     if value is None:
         return False
-    if isinstance(value, float) and value != value:  # NaN from pandas
+    if isinstance(value, float) and math.isnan(value):  # pandas' missing value
         return False
     return str(value).strip() != ""

@@ -32,7 +32,11 @@ class LoadResult:
 
 
 def load_stores(
-    dataset: Dataset, repository: Path, stores: StoreConfig, *, version: int | None = None
+    dataset: Dataset,
+    repository: Path,
+    stores: StoreConfig,
+    *,
+    version: int | None = None,
 ) -> LoadResult:
     """Write features to Redis and item vectors to Milvus; return when searchable."""
     started = time.perf_counter()

@@ -79,8 +79,12 @@ class VectorStore:
         with self._errors(f"create collection {name}"):
             if self.client.has_collection(name):
                 self.client.drop_collection(name)
-            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-            schema.add_field(ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
+            schema = MilvusClient.create_schema(
+                auto_id=False, enable_dynamic_field=False
+            )
+            schema.add_field(
+                ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH
+            )
             schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dim)
             index_params = self.client.prepare_index_params()
             index_params.add_index(
@@ -103,7 +107,8 @@ class VectorStore:
                 rows = [
                     {ID_FIELD: item_id, VECTOR_FIELD: vector.tolist()}
                     for item_id, vector in zip(
-                        ids[start : start + INSERT_BATCH], vectors[start : start + INSERT_BATCH]
+                        ids[start : start + INSERT_BATCH],
+                        vectors[start : start + INSERT_BATCH],
                     )
                 ]
                 self.client.insert(name, rows)
@@ -118,7 +123,10 @@ class VectorStore:
         while time.monotonic() < deadline:
             with self._errors(f"count {name}"):
                 rows = self.client.query(
-                    name, filter="", output_fields=["count(*)"], consistency_level="Strong"
+                    name,
+                    filter="",
+                    output_fields=["count(*)"],
+                    consistency_level="Strong",
                 )
             count = int(rows[0]["count(*)"])
             if count >= expected:
@@ -130,7 +138,11 @@ class VectorStore:
         )
 
     def search(
-        self, name: str, vector: np.ndarray, limit: int, search_params: dict | None = None
+        self,
+        name: str,
+        vector: np.ndarray,
+        limit: int,
+        search_params: dict | None = None,
     ) -> tuple[list[str], np.ndarray]:
         """Return the ``limit`` nearest item ids and their inner products.
 
@@ -157,9 +169,13 @@ class VectorStore:
             with self._errors(f"describe the index of {name}"):
                 indexes = self.client.list_indexes(name)
                 described = (
-                    self.client.describe_index(name, index_name=indexes[0]) if indexes else {}
+                    self.client.describe_index(name, index_name=indexes[0])
+                    if indexes
+                    else {}
                 )
-            self._search_params[name] = {"index_type": described.get("index_type", "FLAT")}
+            self._search_params[name] = {
+                "index_type": described.get("index_type", "FLAT")
+            }
         if self._search_params[name]["index_type"] == "HNSW":
             # HNSW returns at most ef results, so ef must reach the limit.
             return {"ef": max(256, limit)}
@@ -192,5 +208,6 @@ class VectorStore:
 def _is_connection_error(exc: MilvusException) -> bool:
     text = f"{exc.code} {exc.message}".lower()
     return any(
-        word in text for word in ("unavailable", "connect", "deadline", "timeout", "fail to")
+        word in text
+        for word in ("unavailable", "connect", "deadline", "timeout", "fail to")
     )

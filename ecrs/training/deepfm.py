@@ -1,9 +1,12 @@
 """Train the DeepFM ranker on positives against sampled negatives.
 
-Half of the negatives are drawn uniformly from the catalogue and half in
-proportion to item popularity, so the ranker cannot score well by preferring
-popular items alone. A sampled negative may by chance be an item the user
-did interact with; at the default ratio that noise is small.
+Negatives come from three sources. Hard negatives are drawn from the items
+the trained two-tower model recalls for the user (its candidates, minus the
+user's training items), which is the choice the ranker faces when serving.
+The rest are drawn half uniformly from the catalogue and half in proportion
+to item popularity, so the ranker cannot score well by preferring popular
+items alone. A sampled negative may by chance be an item the user
+interacted with; at the default ratio that noise is small.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ logger = logging.getLogger(__name__)
 class DeepFMTraining:
     """Hyperparameters of DeepFM and its training.
 
-    ``negatives`` is the number of sampled negatives per positive pair.
+    ``negatives`` is the number of sampled negatives per positive pair, and
+    ``hard_negative_share`` the share of them drawn from recall candidates
+    when candidates are given to ``train_deepfm``.
     """
 
     embedding_dim: int = 16
@@ -36,6 +41,7 @@ class DeepFMTraining:
     batch_size: int = 2048
     learning_rate: float = 0.002
     negatives: int = 4
+    hard_negative_share: float = 0.5
     weight_decay: float = 1e-6
     seed: int = 0
 
@@ -65,7 +71,11 @@ def sample_negatives(
     return np.where(rng.random(size) < 0.5, uniform, popular)
 
 
-def train_deepfm(data: EncodedData, params: DeepFMTraining) -> DeepFM:
+def train_deepfm(
+    data: EncodedData, params: DeepFMTraining, candidates: np.ndarray | None = None
+) -> DeepFM:
+    """Train DeepFM; ``candidates`` ``[users, k]`` holds item positions recalled
+    for each user position, the source of hard negatives (none when absent)."""
     paddle.seed(params.seed)
     rng = np.random.default_rng(params.seed)
     model = build_deepfm(data, params)
@@ -78,7 +88,7 @@ def train_deepfm(data: EncodedData, params: DeepFMTraining) -> DeepFM:
     model.train()
     for epoch in range(1, params.epochs + 1):
         started = time.perf_counter()
-        users, items, labels = _epoch_examples(data, counts, params.negatives, rng)
+        users, items, labels = _epoch_examples(data, counts, params, candidates, rng)
         losses = []
         for start in range(0, len(labels), params.batch_size):
             window = slice(start, start + params.batch_size)
@@ -106,14 +116,23 @@ def train_deepfm(data: EncodedData, params: DeepFMTraining) -> DeepFM:
 
 
 def _epoch_examples(
-    data: EncodedData, counts: np.ndarray, negatives: int, rng: np.random.Generator
+    data: EncodedData,
+    counts: np.ndarray,
+    params: DeepFMTraining,
+    candidates: np.ndarray | None,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Shuffle the positives with freshly sampled negatives for one epoch."""
+    negatives = params.negatives
     positives = len(data.pairs)
-    users = np.concatenate([data.pairs[:, 0], np.repeat(data.pairs[:, 0], negatives)])
-    items = np.concatenate(
-        [data.pairs[:, 1], sample_negatives(counts, positives * negatives, rng)]
-    )
+    negative_users = np.repeat(data.pairs[:, 0], negatives)
+    negative_items = sample_negatives(counts, positives * negatives, rng)
+    if candidates is not None and candidates.shape[1] > 0:
+        hard = rng.random(len(negative_users)) < params.hard_negative_share
+        picks = rng.integers(0, candidates.shape[1], size=int(hard.sum()))
+        negative_items[hard] = candidates[negative_users[hard], picks]
+    users = np.concatenate([data.pairs[:, 0], negative_users])
+    items = np.concatenate([data.pairs[:, 1], negative_items])
     labels = np.concatenate(
         [np.ones(positives, np.float32), np.zeros(positives * negatives, np.float32)]
     )

@@ -13,7 +13,7 @@ from ecrs.evaluation.evaluate import CheckpointScorer, evaluate_scorer
 from ecrs.training.checkpoint import Checkpoint
 from ecrs.training.data import encode_dataset
 from ecrs.training.deepfm import DeepFMTraining, train_deepfm
-from ecrs.training.two_tower import TwoTowerTraining, train_two_tower
+from ecrs.training.two_tower import TwoTowerTraining, recall_candidates, train_two_tower
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +24,16 @@ class TrainingParams:
     deepfm: DeepFMTraining = field(default_factory=DeepFMTraining)
     holdout_share: float = 0.2
     min_count: int = 1
+    # Recall candidates per user from which DeepFM draws hard negatives.
+    hard_negative_pool: int = 200
 
 
 def train(
-    dataset: Dataset, output: Path, params: TrainingParams | None = None, *, evaluate: bool = True
+    dataset: Dataset,
+    output: Path,
+    params: TrainingParams | None = None,
+    *,
+    evaluate: bool = True,
 ) -> Checkpoint:
     """Split, train the two-tower model and DeepFM, validate, and save to ``output``.
 
@@ -44,7 +50,8 @@ def train(
     data = encode_dataset(dataset, train_part, min_count=params.min_count)
     started = time.perf_counter()
     two_tower = train_two_tower(data, params.two_tower)
-    deepfm = train_deepfm(data, params.deepfm)
+    candidates = recall_candidates(two_tower, data, params.hard_negative_pool)
+    deepfm = train_deepfm(data, params.deepfm, candidates)
     logger.info("trained both models in %.1f s", time.perf_counter() - started)
     checkpoint = Checkpoint(data.encoder, two_tower, deepfm)
     if evaluate:

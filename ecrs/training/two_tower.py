@@ -119,16 +119,22 @@ def _batch_loss(
     return F.cross_entropy(logits, labels)
 
 
-def item_vectors(model: TwoTower, item_rows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+def item_vectors(
+    model: TwoTower, item_rows: np.ndarray, batch_size: int = 4096
+) -> np.ndarray:
     """Compute the item tower's vectors for many id rows, in batches."""
     return _tower_outputs(model.item_tower, item_rows, batch_size)
 
 
-def user_vectors(model: TwoTower, user_rows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+def user_vectors(
+    model: TwoTower, user_rows: np.ndarray, batch_size: int = 4096
+) -> np.ndarray:
     return _tower_outputs(model.user_tower, user_rows, batch_size)
 
 
-def _tower_outputs(tower: paddle.nn.Layer, rows: np.ndarray, batch_size: int) -> np.ndarray:
+def _tower_outputs(
+    tower: paddle.nn.Layer, rows: np.ndarray, batch_size: int
+) -> np.ndarray:
     tower.eval()
     outputs = []
     with paddle.no_grad():
@@ -136,3 +142,24 @@ def _tower_outputs(tower: paddle.nn.Layer, rows: np.ndarray, batch_size: int) ->
             chunk = paddle.to_tensor(rows[start : start + batch_size])
             outputs.append(tower(chunk).numpy())
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+
+
+def recall_candidates(
+    model: TwoTower, data: EncodedData, k: int, chunk: int = 512
+) -> np.ndarray:
+    """Return each user's top ``k`` item positions by two-tower score,
+    leaving out the user's training items; shape ``[users, k]``."""
+    items = item_vectors(model, data.item_rows)
+    users = user_vectors(model, data.user_rows)
+    k = min(k, len(data.item_ids) - 1)
+    order = np.argsort(data.pairs[:, 0], kind="stable")
+    sorted_pairs = data.pairs[order]
+    bounds = np.searchsorted(sorted_pairs[:, 0], np.arange(len(data.user_ids) + 1))
+    result = np.zeros((len(data.user_ids), k), dtype=np.int64)
+    for start in range(0, len(data.user_ids), chunk):
+        scores = users[start : start + chunk] @ items.T
+        for row in range(scores.shape[0]):
+            user = start + row
+            scores[row, sorted_pairs[bounds[user] : bounds[user + 1], 1]] = -np.inf
+        result[start : start + chunk] = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return result

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from ecrs.client.client import RecommendClient
+from ecrs.export.repository import export_checkpoint
+
 from ecrs.config import StackConfig
 from ecrs.data.dataset import Dataset
-from ecrs.export.repository import export_checkpoint
 from ecrs.stack.launcher import start_stack, stop_stack
 from ecrs.stack.ports import pick_free_ports
 from ecrs.stores.loader import LoadResult, load_stores
@@ -24,7 +24,9 @@ from ecrs.training.checkpoint import Checkpoint
 
 @pytest.fixture(scope="session")
 def stack(
-    small_dataset: Dataset, small_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+    small_dataset: Dataset,
+    small_checkpoint: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[StackConfig]:
     config = StackConfig(
         state_dir=tmp_path_factory.mktemp("stack"), ports=pick_free_ports()

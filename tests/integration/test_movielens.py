@@ -31,7 +31,9 @@ def ecrs(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def movielens_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("movielens")
-    result = ecrs("data", "movielens", "--source", MOVIELENS, "--out", "data", cwd=folder)
+    result = ecrs(
+        "data", "movielens", "--source", MOVIELENS, "--out", "data", cwd=folder
+    )
     assert result.returncode == 0, result.stderr
     assert "943 users, 1682 items and 100000 interactions" in result.stdout
     return folder
@@ -40,11 +42,23 @@ def movielens_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def evaluation(movielens_data: Path) -> str:
     trained = ecrs(
-        "train", "--data", "data", "--out", "checkpoint", "--epochs", "1",
-        "--ranker-epochs", "1", "--dim", "16", cwd=movielens_data,
+        "train",
+        "--data",
+        "data",
+        "--out",
+        "checkpoint",
+        "--epochs",
+        "1",
+        "--ranker-epochs",
+        "1",
+        "--dim",
+        "16",
+        cwd=movielens_data,
     )
     assert trained.returncode == 0, trained.stderr
-    result = ecrs("evaluate", "--data", "data", "--checkpoint", "checkpoint", cwd=movielens_data)
+    result = ecrs(
+        "evaluate", "--data", "data", "--checkpoint", "checkpoint", cwd=movielens_data
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -54,7 +68,9 @@ def test_evaluate_prints_every_method(evaluation):
     header = lines[0].split()
     assert "recall@50" in header
     assert "ndcg@10" in header
-    rows = {line.rsplit(maxsplit=len(header) - 1)[0].strip(): line for line in lines[2:5]}
+    rows = {
+        line.rsplit(maxsplit=len(header) - 1)[0].strip(): line for line in lines[2:5]
+    }
     assert set(rows) == {"popularity", "two-tower recall", "two-tower + DeepFM"}
     assert "DeepFM AUC" in evaluation
     assert "943 users, 20000 held-out interactions" in evaluation
@@ -65,7 +81,9 @@ def test_popularity_baseline_matches_reference(evaluation):
 
     The reference values were computed independently on the same protocol.
     """
-    popularity = next(line for line in evaluation.splitlines() if line.startswith("popularity"))
+    popularity = next(
+        line for line in evaluation.splitlines() if line.startswith("popularity")
+    )
     values = [float(value) for value in popularity.split()[1:]]
     recall_at_50, ndcg_at_10 = values[1], values[3]
     assert recall_at_50 == pytest.approx(0.196, abs=0.01)
@@ -82,7 +100,9 @@ def test_bad_rows_fail_the_import_over_the_share(tmp_path):
     lines = (Path(MOVIELENS) / "u.data").read_text().splitlines()[:1000]
     lines[10:40] = ["not\ta\tnumber\there"] * 30
     (source / "u.data").write_text("\n".join(lines) + "\n")
-    result = ecrs("data", "movielens", "--source", str(source), "--out", "out", cwd=tmp_path)
+    result = ecrs(
+        "data", "movielens", "--source", str(source), "--out", "out", cwd=tmp_path
+    )
     assert result.returncode == 1
     assert result.stderr.startswith("ecrs: error: ")
     assert "u.data" in result.stderr

@@ -72,7 +72,9 @@ def test_unknown_user_is_not_found_and_server_keeps_serving(client, small_datase
         ({"user_id": "u000001", "top_n": 10_000}, "TOP_N"),
     ],
 )
-def test_malformed_request_is_invalid_argument(client, small_dataset, kwargs, input_name):
+def test_malformed_request_is_invalid_argument(
+    client, small_dataset, kwargs, input_name
+):
     with pytest.raises(InvalidInputError, match=input_name):
         client.recommend(**kwargs)
     assert len(client.recommend(user_id=known_user(small_dataset), top_n=2)) == 2
@@ -135,7 +137,9 @@ def test_server_scores_match_offline_models(stack, loaded, client, small_dataset
         assert [item.item_id for item in served] == expected.item_ids
 
 
-def test_served_recommendations_equal_offline_pipeline(stack, loaded, client, small_dataset):
+def test_served_recommendations_equal_offline_pipeline(
+    stack, loaded, client, small_dataset
+):
     models = OnnxModels(stack.model_repository, loaded.version)
     offline = Recommender(
         encoder=models.encoder,
@@ -150,7 +154,9 @@ def test_served_recommendations_equal_offline_pipeline(stack, loaded, client, sm
     served = client.recommend(user_features=features, top_n=10)
     expected = offline.recommend(user_features=features, top_n=10)
     assert [item.item_id for item in served] == expected.item_ids
-    np.testing.assert_allclose([item.score for item in served], expected.scores, atol=1e-4)
+    np.testing.assert_allclose(
+        [item.score for item in served], expected.scores, atol=1e-4
+    )
 
 
 def run_client(stack, *args):
@@ -163,7 +169,9 @@ def run_client(stack, *args):
 
 
 def test_client_cli_prints_table(stack, loaded, small_dataset):
-    result = run_client(stack, "recommend", "--user-id", known_user(small_dataset), "--top-n", "3")
+    result = run_client(
+        stack, "recommend", "--user-id", known_user(small_dataset), "--top-n", "3"
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["#", "item_id", "score"]
@@ -172,7 +180,9 @@ def test_client_cli_prints_table(stack, loaded, small_dataset):
 
 def test_client_cli_new_user_json(stack, loaded, small_dataset):
     features = json.dumps(new_user_features(small_dataset))
-    result = run_client(stack, "recommend", "--features", features, "--top-n", "4", "--json")
+    result = run_client(
+        stack, "recommend", "--features", features, "--top-n", "4", "--json"
+    )
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)) == 4
 

@@ -17,13 +17,22 @@ SCHEMA = DatasetSchema.from_dict(
             "id": "item_id",
             "features": [
                 "brand",
-                {"name": "tags", "multi_valued": True, "separator": "|", "max_values": 2},
+                {
+                    "name": "tags",
+                    "multi_valued": True,
+                    "separator": "|",
+                    "max_values": 2,
+                },
             ],
         },
         "interactions": {"file": "interactions.csv"},
     }
 )
-USERS = [{"age": "18-24", "sex": "f"}, {"age": "25-34", "sex": "m"}, {"age": "25-34", "sex": "f"}]
+USERS = [
+    {"age": "18-24", "sex": "f"},
+    {"age": "25-34", "sex": "m"},
+    {"age": "25-34", "sex": "f"},
+]
 ITEMS = [{"brand": "acme", "tags": "red|big"}, {"brand": "zeta", "tags": "big"}]
 
 
@@ -77,7 +86,9 @@ def test_round_trip_through_json(tmp_path):
     encoder.save(tmp_path)
     loaded = FeatureEncoder.load(tmp_path)
     expected = encoder.encode_items(["i2", "x"], [ITEMS[1], {"brand": "new"}])
-    assert np.array_equal(loaded.encode_items(["i2", "x"], [ITEMS[1], {"brand": "new"}]), expected)
+    assert np.array_equal(
+        loaded.encode_items(["i2", "x"], [ITEMS[1], {"brand": "new"}]), expected
+    )
     assert loaded.schema == SCHEMA
 
 
@@ -97,7 +108,11 @@ def test_encoding_is_the_same_in_a_fresh_process(tmp_path):
     )
     env = {"PYTHONHASHSEED": "12345"}
     output = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
     ).stdout
     assert json.loads(output) == json.loads(json.dumps(encoder.to_dict()))
 

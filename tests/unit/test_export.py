@@ -2,26 +2,22 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from ecrs.export import onnx as onnx_export
+from ecrs.export.repository import export_checkpoint, onnx_models, source_repository
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from ecrs.errors import ExportError
-from ecrs.export import onnx as onnx_export
-from ecrs.export.repository import (
-    ONNX_MODELS,
-    export_checkpoint,
-    latest_version,
-    list_versions,
-    onnx_models,
-    source_repository,
-)
 from ecrs.features.encoder import FeatureEncoder
+from ecrs.serving.layout import ONNX_MODELS, latest_version, list_versions
 from ecrs.serving.onnx_models import OnnxModels
 from ecrs.training.checkpoint import Checkpoint
 
 
 def served_config(folder):
-    return text_format.Parse((folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    return text_format.Parse(
+        (folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+    )
 
 
 def test_export_writes_version_folders(exported):
@@ -35,7 +31,9 @@ def test_export_writes_version_folders(exported):
 
 def test_export_parity_within_tolerance(exported):
     assert set(exported.parity) == set(ONNX_MODELS)
-    assert all(diff <= onnx_export.PARITY_TOLERANCE for diff in exported.parity.values())
+    assert all(
+        diff <= onnx_export.PARITY_TOLERANCE for diff in exported.parity.values()
+    )
 
 
 def test_onnx_graphs_have_meaningful_tensor_names(exported):
@@ -53,7 +51,9 @@ def test_onnx_graphs_have_meaningful_tensor_names(exported):
 def test_served_configs_match_onnx_files(exported):
     for model in ONNX_MODELS:
         config = served_config(exported.repository / model)
-        session = ort.InferenceSession(str(exported.repository / model / "1" / "model.onnx"))
+        session = ort.InferenceSession(
+            str(exported.repository / model / "1" / "model.onnx")
+        )
         assert config.backend == "onnxruntime"
         assert config.max_batch_size > 0
         assert config.HasField("dynamic_batching")
@@ -80,7 +80,10 @@ def test_second_export_adds_version_two(small_checkpoint, tmp_path):
     result = export_checkpoint(checkpoint, served)
     assert result.version == 2
     assert list_versions(served, "deepfm_rank") == [1, 2]
-    assert FeatureEncoder.load(served / "user_tower" / "2").to_dict() == checkpoint.encoder.to_dict()
+    assert (
+        FeatureEncoder.load(served / "user_tower" / "2").to_dict()
+        == checkpoint.encoder.to_dict()
+    )
 
 
 def test_export_leaves_source_repository_untouched(small_checkpoint, tmp_path):
@@ -91,11 +94,11 @@ def test_export_leaves_source_repository_untouched(small_checkpoint, tmp_path):
     assert after == before
 
 
-def test_parity_failure_raises_and_writes_nothing(small_checkpoint, tmp_path, monkeypatch):
+def test_parity_failure_raises_and_writes_nothing(
+    small_checkpoint, tmp_path, monkeypatch
+):
     monkeypatch.setattr(onnx_export, "PARITY_TOLERANCE", -1.0)
-    monkeypatch.setattr(
-        onnx_export.check_parity, "__defaults__", (-1.0,)
-    )
+    monkeypatch.setattr(onnx_export.check_parity, "__defaults__", (-1.0,))
     served = tmp_path / "served"
     with pytest.raises(ExportError, match="differs from Paddle's"):
         export_checkpoint(Checkpoint.load(small_checkpoint), served)

@@ -23,7 +23,7 @@ SCHEMA = {
 }
 
 USERS = "user_id,age,note\nu1,25-34,x\nu2,18-24,y\nu3,,z\n"
-ITEMS = "item_id,brand,title\ni1,Acme,Acme kettle\ni2,Bolt,\"Bolt drill, 18V\"\n"
+ITEMS = 'item_id,brand,title\ni1,Acme,Acme kettle\ni2,Bolt,"Bolt drill, 18V"\n'
 INTERACTIONS = (
     "user_id,item_id,event,timestamp\n"
     "u1,i1,browse,1700000000\n"
@@ -135,8 +135,7 @@ def test_import_too_many_bad_rows_raises(tmp_path):
 
     message = str(caught.value)
     expected = (
-        "interactions.csv: 1 of 4 rows (25.00%) are invalid, "
-        "above the limit of 20.00%"
+        "interactions.csv: 1 of 4 rows (25.00%) are invalid, above the limit of 20.00%"
     )
     assert expected in message
     assert "interactions.csv line 5: unknown user_id 'u9'" in message

@@ -32,7 +32,9 @@ def test_field_embedding_rejects_mismatched_layout():
 
 
 def test_tower_outputs_unit_vectors():
-    tower = Tower(tower_config([10, 5, 7], [1, 1, 3], embedding_dim=8, hidden=[16], output_dim=6))
+    tower = Tower(
+        tower_config([10, 5, 7], [1, 1, 3], embedding_dim=8, hidden=[16], output_dim=6)
+    )
     output = tower(ids([[2, 3, 4, 5, 0], [1, 0, 0, 0, 0]])).numpy()
     assert output.shape == (2, 6)
     np.testing.assert_allclose(np.linalg.norm(output, axis=1), 1.0, rtol=1e-5)
@@ -55,7 +57,9 @@ def test_deepfm_outputs_probabilities_per_pair():
         )
     )
     model.eval()
-    scores = model(ids([[2, 3], [1, 1], [0, 0]]), ids([[2, 3, 4, 0], [1, 0, 0, 0], [0, 0, 0, 0]]))
+    scores = model(
+        ids([[2, 3], [1, 1], [0, 0]]), ids([[2, 3, 4, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
+    )
     values = scores.numpy()
     assert values.shape == (3, 1)
     assert np.all((values > 0) & (values < 1))

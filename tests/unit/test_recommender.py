@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
+from ecrs.data.schema import DatasetSchema
 from ecrs.errors import InvalidInputError, NotFoundError
+from ecrs.features.encoder import FeatureEncoder
 from ecrs.serving.recommender import Recommender, parse_user_features
 from ecrs.serving.requests import parse_request
-from ecrs.data.schema import DatasetSchema
-from ecrs.features.encoder import FeatureEncoder
 
 FEATURES = ["age", "sex"]
 SCHEMA = DatasetSchema.from_dict(
@@ -42,7 +42,8 @@ class FakeFeatureStore:
 
     def get_items_raw(self, item_ids):
         return [
-            json.dumps(self.items[i]).encode() if i in self.items else None for i in item_ids
+            json.dumps(self.items[i]).encode() if i in self.items else None
+            for i in item_ids
         ]
 
 
@@ -58,7 +59,11 @@ class FakeVectorStore:
 
 
 def recommender(vectors, items=None, scores=None):
-    items = items or {"i1": {"brand": "acme"}, "i2": {"brand": "zeta"}, "i3": {"brand": "acme"}}
+    items = items or {
+        "i1": {"brand": "acme"},
+        "i2": {"brand": "zeta"},
+        "i3": {"brand": "acme"},
+    }
     by_item = scores or {"i1": 0.2, "i2": 0.9, "i3": 0.5}
     encoder = fit()
     brand_index = encoder.items.fields[1].index()
@@ -66,7 +71,9 @@ def recommender(vectors, items=None, scores=None):
 
     def ranker(user_rows, item_rows):
         assert user_rows.shape[0] == item_rows.shape[0]
-        return np.array([by_item[index_to_item[tuple(row)]] for row in item_rows], np.float32)
+        return np.array(
+            [by_item[index_to_item[tuple(row)]] for row in item_rows], np.float32
+        )
 
     for item_id, raw in items.items():
         row = encoder.encode_items([item_id], [raw])[0]
@@ -137,12 +144,18 @@ def test_parse_user_features_rejects(raw, message):
 
 
 def test_parse_user_features_accepts_numbers_as_text():
-    assert parse_user_features(b'{"age": 25, "sex": "f"}', FEATURES) == {"age": "25", "sex": "f"}
+    assert parse_user_features(b'{"age": 25, "sex": "f"}', FEATURES) == {
+        "age": "25",
+        "sex": "f",
+    }
 
 
 def request(**inputs):
     return parse_request(
-        {name: None if value is None else np.array(value, dtype=object) for name, value in inputs.items()},
+        {
+            name: None if value is None else np.array(value, dtype=object)
+            for name, value in inputs.items()
+        },
         feature_names=FEATURES,
         default_top_n=10,
         max_top_n=100,
@@ -166,7 +179,10 @@ def test_parse_request_requires_exactly_one_user_input():
 def test_parse_request_rejects_top_n_out_of_range(top_n):
     with pytest.raises(InvalidInputError, match="TOP_N is") as info:
         parse_request(
-            {"USER_ID": np.array([b"u1"], dtype=object), "TOP_N": np.array([top_n], np.int32)},
+            {
+                "USER_ID": np.array([b"u1"], dtype=object),
+                "TOP_N": np.array([top_n], np.int32),
+            },
             feature_names=FEATURES,
             default_top_n=10,
             max_top_n=100,

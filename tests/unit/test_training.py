@@ -15,13 +15,19 @@ def test_checkpoint_round_trip_gives_same_vectors(small_dataset, small_checkpoin
     train, _ = temporal_split(small_dataset)
     data = encode_dataset(small_dataset, train, encoder=checkpoint.encoder)
     first = user_vectors(checkpoint.two_tower, data.user_rows[:5])
-    again = user_vectors(Checkpoint.load(small_checkpoint).two_tower, data.user_rows[:5])
+    again = user_vectors(
+        Checkpoint.load(small_checkpoint).two_tower, data.user_rows[:5]
+    )
     np.testing.assert_array_equal(first, again)
 
 
 def test_checkpoint_records_validation_metrics(small_checkpoint):
     metrics = json.loads((small_checkpoint / "metrics.json").read_text())
-    assert set(metrics["methods"]) == {"popularity", "two-tower recall", "two-tower + DeepFM"}
+    assert set(metrics["methods"]) == {
+        "popularity",
+        "two-tower recall",
+        "two-tower + DeepFM",
+    }
     assert 0.0 <= metrics["methods"]["two-tower recall"]["recall@50"] <= 1.0
     assert 0.0 <= metrics["deepfm_auc"] <= 1.0
 

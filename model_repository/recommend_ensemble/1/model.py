@@ -1,8 +1,9 @@
 """Triton adapter of the two-stage recommender (Python backend, BLS).
 
-The request path lives in ``ecrs.serving``; this file turns Triton requests
-into calls to it, runs ``user_tower`` and ``deepfm_rank`` through BLS calls
-pinned to one exported version, and maps ECRS errors to Triton error codes.
+The request path lives in ``ecrs.serving``. This file turns Triton requests
+into calls to it and runs ``user_tower`` and ``deepfm_rank`` through BLS
+calls pinned to one exported version. It maps ECRS errors to Triton error
+codes.
 """
 
 import json
@@ -52,7 +53,9 @@ class TritonPythonModel:
             result = self.model.recommend(inputs)
         except EcrsError as exc:
             code = self.error_codes.get(type(exc), pb_utils.TritonError.INTERNAL)
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), code))
+            return pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(str(exc), code)
+            )
         except Exception as exc:  # report, keep serving the other requests
             self.logger.log_error(f"recommend_ensemble failed: {exc!r}")
             return pb_utils.InferenceResponse(
@@ -62,14 +65,20 @@ class TritonPythonModel:
             )
         return pb_utils.InferenceResponse(
             output_tensors=[
-                pb_utils.Tensor("ITEM_IDS", np.array(result.item_ids, dtype=np.object_)),
+                pb_utils.Tensor(
+                    "ITEM_IDS", np.array(result.item_ids, dtype=np.object_)
+                ),
                 pb_utils.Tensor("SCORES", result.scores.astype(np.float32)),
-                pb_utils.Tensor("ITEM_DETAILS", np.array(result.details, dtype=np.object_)),
+                pb_utils.Tensor(
+                    "ITEM_DETAILS", np.array(result.details, dtype=np.object_)
+                ),
             ]
         )
 
     def _bls_tower(self, rows):
-        outputs = self._bls("user_tower", {"USER_FEATURE_IDS": rows}, ["USER_EMBEDDING"])
+        outputs = self._bls(
+            "user_tower", {"USER_FEATURE_IDS": rows}, ["USER_EMBEDDING"]
+        )
         return outputs["USER_EMBEDDING"]
 
     def _bls_rank(self, user_rows, item_rows):
