@@ -11,7 +11,6 @@ interacted with; at the default ratio that noise is small.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 
@@ -21,8 +20,7 @@ import paddle.nn.functional as F
 
 from ecrs.models.deepfm import DeepFM, DeepFMConfig
 from ecrs.training.data import EncodedData
-
-logger = logging.getLogger(__name__)
+from ecrs.training.loop import adam, apply_gradients, log_epoch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,11 +77,7 @@ def train_deepfm(
     paddle.seed(params.seed)
     rng = np.random.default_rng(params.seed)
     model = build_deepfm(data, params)
-    optimizer = paddle.optimizer.Adam(
-        learning_rate=params.learning_rate,
-        parameters=model.parameters(),
-        weight_decay=params.weight_decay,
-    )
+    optimizer = adam(model, params.learning_rate, params.weight_decay)
     counts = data.item_counts
     model.train()
     for epoch in range(1, params.epochs + 1):
@@ -99,18 +93,8 @@ def train_deepfm(
             loss = F.binary_cross_entropy_with_logits(
                 logits, paddle.to_tensor(labels[window]).unsqueeze(-1)
             )
-            loss.backward()
-            optimizer.step()
-            optimizer.clear_grad()
-            losses.append(float(loss))
-        elapsed = time.perf_counter() - started
-        logger.info(
-            "deepfm epoch %d/%d: loss %.4f, %.0f examples/s",
-            epoch,
-            params.epochs,
-            float(np.mean(losses)),
-            len(labels) / elapsed,
-        )
+            losses.append(apply_gradients(optimizer, loss))
+        log_epoch("deepfm", epoch, params.epochs, losses, len(labels), started)
     model.eval()
     return model
 

@@ -10,7 +10,6 @@ negative.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 
@@ -21,8 +20,7 @@ import paddle.nn.functional as F
 from ecrs.features.encoder import OOV_ID
 from ecrs.models.two_tower import TwoTower, tower_config
 from ecrs.training.data import EncodedData
-
-logger = logging.getLogger(__name__)
+from ecrs.training.loop import adam, apply_gradients, log_epoch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,11 +62,7 @@ def train_two_tower(data: EncodedData, params: TwoTowerTraining) -> TwoTower:
     paddle.seed(params.seed)
     rng = np.random.default_rng(params.seed)
     model = build_two_tower(data, params)
-    optimizer = paddle.optimizer.Adam(
-        learning_rate=params.learning_rate,
-        parameters=model.parameters(),
-        weight_decay=params.weight_decay,
-    )
+    optimizer = adam(model, params.learning_rate, params.weight_decay)
     counts = data.item_counts.astype(np.float64)
     log_q = np.log(np.maximum(counts, 1.0) / counts.sum()).astype(np.float32)
     model.train()
@@ -81,18 +75,8 @@ def train_two_tower(data: EncodedData, params: TwoTowerTraining) -> TwoTower:
             if len(batch) < 2:
                 continue
             loss = _batch_loss(model, data, batch, log_q, params, rng)
-            loss.backward()
-            optimizer.step()
-            optimizer.clear_grad()
-            losses.append(float(loss))
-        elapsed = time.perf_counter() - started
-        logger.info(
-            "two-tower epoch %d/%d: loss %.4f, %.0f examples/s",
-            epoch,
-            params.epochs,
-            float(np.mean(losses)),
-            len(order) / elapsed,
-        )
+            losses.append(apply_gradients(optimizer, loss))
+        log_epoch("two-tower", epoch, params.epochs, losses, len(order), started)
     model.eval()
     return model
 

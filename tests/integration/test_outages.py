@@ -18,11 +18,15 @@ pytestmark = pytest.mark.integration
 
 
 def stop_redis(stack) -> None:
-    redis = next(status for status in stack_status(stack.state_dir) if status.name == "redis")
+    redis = next(
+        status for status in stack_status(stack.state_dir) if status.name == "redis"
+    )
     assert stop_process("redis", redis.pid, None, timeout_s=30)
 
 
-def test_redis_outage_is_unavailable_then_recovers(stack, loaded, client, small_dataset):
+def test_redis_outage_is_unavailable_then_recovers(
+    stack, loaded, client, small_dataset
+):
     user_id = small_dataset.users[small_dataset.schema.users.id].iloc[0]
     before = [item.item_id for item in client.recommend(user_id=user_id, top_n=5)]
     stop_redis(stack)
@@ -40,7 +44,9 @@ def test_redis_outage_is_unavailable_then_recovers(stack, loaded, client, small_
     deadline = time.monotonic() + 30
     while True:
         try:
-            after = [item.item_id for item in client.recommend(user_id=user_id, top_n=5)]
+            after = [
+                item.item_id for item in client.recommend(user_id=user_id, top_n=5)
+            ]
             break
         except UnavailableError:
             if time.monotonic() > deadline:

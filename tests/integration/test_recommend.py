@@ -115,10 +115,12 @@ def test_two_user_ids_in_one_request_are_rejected(stack, loaded):
     assert "INVALID_ARG" in str(info.value.status())
 
 
-def test_server_scores_match_offline_models(stack, loaded, client, small_dataset):
-    """Scores from Triton equal onnxruntime's for the same user and candidates."""
+@pytest.fixture()
+def offline(stack, loaded, small_dataset):
+    """The same request path in this process: the served ONNX files run by
+    onnxruntime, against the same Redis and Milvus."""
     models = OnnxModels(stack.model_repository, loaded.version)
-    offline = Recommender(
+    return Recommender(
         encoder=models.encoder,
         features=FeatureStore(stack.stores, small_dataset.schema.name),
         vectors=VectorStore(stack.stores),
@@ -127,6 +129,10 @@ def test_server_scores_match_offline_models(stack, loaded, client, small_dataset
         ranker=models.rank,
         candidates=200,
     )
+
+
+def test_server_scores_match_offline_models(offline, client, small_dataset):
+    """Scores from Triton equal onnxruntime's for the same user and candidates."""
     for user_id in small_dataset.users[small_dataset.schema.users.id].iloc[:5]:
         served = client.recommend(user_id=user_id, top_n=20)
         row = offline.user_row(user_id=user_id)
@@ -137,19 +143,7 @@ def test_server_scores_match_offline_models(stack, loaded, client, small_dataset
         assert [item.item_id for item in served] == expected.item_ids
 
 
-def test_served_recommendations_equal_offline_pipeline(
-    stack, loaded, client, small_dataset
-):
-    models = OnnxModels(stack.model_repository, loaded.version)
-    offline = Recommender(
-        encoder=models.encoder,
-        features=FeatureStore(stack.stores, small_dataset.schema.name),
-        vectors=VectorStore(stack.stores),
-        collection=loaded.collection,
-        user_tower=models.user_tower,
-        ranker=models.rank,
-        candidates=200,
-    )
+def test_served_recommendations_equal_offline_pipeline(offline, client, small_dataset):
     features = new_user_features(small_dataset)
     served = client.recommend(user_features=features, top_n=10)
     expected = offline.recommend(user_features=features, top_n=10)
