@@ -17,7 +17,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import paddle
+import paddle2onnx.utils as paddle2onnx_utils
 import polygraphy.config
+from polygraphy.logger import G_LOGGER
 from paddle.static import InputSpec
 
 from ecrs.errors import ExportError
@@ -59,6 +61,9 @@ def export_onnx(model: OnnxModel, destination: Path) -> Path:
     # pip-install missing packages (and upgrade numpy) in the middle of an
     # export. Its setting is read at import, so it is switched off here.
     polygraphy.config.AUTOINSTALL_DEPS = False
+    G_LOGGER.module_severity = G_LOGGER.WARNING
+    # paddle2onnx logs each file it writes; failures still raise.
+    paddle2onnx_utils.logging.log_level = 0
     with tempfile.TemporaryDirectory(prefix="ecrs-onnx-") as scratch:
         prefix = str(Path(scratch) / model.name)
         try:
@@ -112,7 +117,13 @@ def check_parity(
     Returns the largest absolute difference and raises ``ExportError`` when it
     exceeds ``tolerance``.
     """
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    # Errors only: paddle2onnx leaves unused initializers that onnxruntime
+    # reports one warning line each.
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        str(onnx_path), options, providers=["CPUExecutionProvider"]
+    )
     onnx_outputs = session.run([tensor.name for tensor in model.outputs], feeds)
     with paddle.no_grad():
         paddle_outputs = model.layer(

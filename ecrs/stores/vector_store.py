@@ -195,6 +195,13 @@ class VectorStore:
         try:
             yield
         except MilvusException as exc:
+            if _is_missing_collection(exc):
+                raise UnavailableError(
+                    f"Milvus at {self.uri} has no collection for this request "
+                    f"({action}): {exc.message}; load the stores for the served "
+                    "version with 'ecrs load'",
+                    service="milvus",
+                ) from exc
             if _is_connection_error(exc):
                 self._client = None
                 raise UnavailableError(
@@ -203,6 +210,11 @@ class VectorStore:
                     service="milvus",
                 ) from exc
             raise
+
+
+def _is_missing_collection(exc: MilvusException) -> bool:
+    text = str(exc.message).lower()
+    return "collection" in text and ("not found" in text or "not exist" in text)
 
 
 def _is_connection_error(exc: MilvusException) -> bool:

@@ -1,0 +1,85 @@
+import pytest
+
+from ecrs.cli import main
+from ecrs.client.cli import format_table
+from ecrs.client.cli import main as client_main
+from ecrs.client.client import RecommendedItem
+
+
+def test_generate_writes_data_set(tmp_path, capsys):
+    out = tmp_path / "shop"
+    code = main(
+        [
+            "data",
+            "generate",
+            "--out",
+            str(out),
+            "--users",
+            "20",
+            "--items",
+            "10",
+            "--interactions",
+            "50",
+        ]
+    )
+    assert code == 0
+    assert (out / "schema.json").exists()
+    assert "20 users, 10 items and 50 interactions" in capsys.readouterr().out
+
+
+def test_non_positive_size_is_rejected(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["data", "generate", "--out", "x", "--users", "0"])
+    assert info.value.code == 2
+    assert "--users: 0 is not positive" in capsys.readouterr().err
+
+
+def test_out_of_range_port_is_rejected(capsys):
+    with pytest.raises(SystemExit):
+        main(["stack", "start", "--redis-port", "70000"])
+    assert "70000 is not a TCP port" in capsys.readouterr().err
+
+
+def test_load_without_stack_is_one_line_error(tmp_path, capsys):
+    code = main(["--state-dir", str(tmp_path), "load", "--data", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("ecrs: error: ")
+    assert "stack start" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_train_on_missing_folder_names_it(tmp_path, capsys):
+    code = main(
+        ["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "ck")]
+    )
+    assert code == 1
+    assert "schema.json" in capsys.readouterr().err
+
+
+def test_format_table_aligns_columns():
+    items = [
+        RecommendedItem("sku1", 0.91234, {"brand": "Acme", "title": "Shoe"}),
+        RecommendedItem("sku22", 0.5, {"brand": "Zeta"}),
+    ]
+    lines = format_table(items).splitlines()
+    assert lines[0].split() == ["#", "item_id", "score", "brand", "title"]
+    assert lines[2].split() == ["1", "sku1", "0.9123", "Acme", "Shoe"]
+    assert lines[3].split() == ["2", "sku22", "0.5000", "Zeta"]
+    assert format_table([]) == "(no items)"
+
+
+def test_client_rejects_non_object_features(capsys):
+    code = client_main(["--url", "127.0.0.1:9", "recommend", "--features", "[1]"])
+    assert code == 1
+    assert "--features must be a JSON object" in capsys.readouterr().err
+
+
+def test_client_unreachable_server_is_one_line(capsys):
+    code = client_main(
+        ["--url", "127.0.0.1:9", "--timeout", "2", "recommend", "--user-id", "u1"]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("ecrs-client: error: ")
+    assert len(err.strip().splitlines()) == 1

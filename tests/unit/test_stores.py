@@ -1,0 +1,90 @@
+import json
+
+import pytest
+import redis
+from pymilvus import MilvusException
+
+from ecrs.config import StoreConfig
+from ecrs.errors import UnavailableError
+from ecrs.stores.feature_store import FeatureStore, encode_record
+from ecrs.stores.vector_store import Index, VectorStore, collection_name
+
+
+class DownRedis:
+    """A Redis client whose every call fails as if the server were gone."""
+
+    def get(self, key):
+        raise redis.ConnectionError("Connection refused")
+
+    def mget(self, keys):
+        raise redis.TimeoutError("Timeout reading from socket")
+
+
+def test_encode_record_drops_missing_values():
+    encoded = json.loads(
+        encode_record({"a": "x", "b": None, "c": float("nan"), "d": " ", "e": 3})
+    )
+    assert encoded == {"a": "x", "e": "3"}
+
+
+def test_keys_are_namespaced_by_data_set():
+    store = FeatureStore(
+        StoreConfig(key_prefix="shop1"), "movielens", client=DownRedis()
+    )
+    assert store.key("user", "42") == "shop1:movielens:user:42"
+
+
+@pytest.mark.parametrize(
+    "call", [lambda s: s.get_user("u1"), lambda s: s.get_items_raw(["i1"])]
+)
+def test_redis_failure_is_unavailable_naming_address(call):
+    store = FeatureStore(
+        StoreConfig(redis_url="redis://127.0.0.1:9/0"), "shop", client=DownRedis()
+    )
+    with pytest.raises(
+        UnavailableError, match="Redis at redis://127.0.0.1:9/0"
+    ) as info:
+        call(store)
+    assert info.value.service == "redis"
+
+
+def test_get_items_raw_of_nothing_skips_redis():
+    store = FeatureStore(StoreConfig(), "shop", client=DownRedis())
+    assert store.get_items_raw([]) == []
+
+
+def milvus_error(store, message):
+    with store._errors("search ecrs_items_v1"):
+        raise MilvusException(code=100, message=message)
+
+
+def test_missing_collection_is_unavailable_with_fix():
+    store = VectorStore(StoreConfig())
+    with pytest.raises(UnavailableError, match="ecrs load") as info:
+        milvus_error(
+            store, "collection not found[database=default][collection=ecrs_items_v1]"
+        )
+    assert info.value.service == "milvus"
+
+
+def test_milvus_connection_error_is_unavailable():
+    store = VectorStore(StoreConfig(milvus_uri="http://127.0.0.1:9"))
+    with pytest.raises(UnavailableError, match="Milvus at http://127.0.0.1:9"):
+        milvus_error(store, "Fail connecting to server on 127.0.0.1:9")
+
+
+def test_other_milvus_errors_propagate():
+    store = VectorStore(StoreConfig())
+    with pytest.raises(MilvusException):
+        milvus_error(store, "invalid expression")
+
+
+def test_index_choice_by_catalogue_size():
+    assert Index.for_size(3000).index_type == "FLAT"
+    large = Index.for_size(1_000_000)
+    assert large.index_type == "HNSW"
+    assert large.search_params["ef"] >= 200
+
+
+def test_collection_name_carries_version():
+    assert collection_name("ecrs", 7) == "ecrs_items_v7"
