@@ -124,6 +124,9 @@ def server_error(exc: InferenceServerException, url: str) -> EcrsError:
         return NotFoundError(message, kind="user", id="")
     if "INVALID_ARGUMENT" in status:
         return InvalidInputError(message, input_name="")
+    if "UNAVAILABLE" in status and "failed to connect" not in message.lower():
+        # A store behind the server is down; its message names it and the fix.
+        return UnavailableError(message, service="triton")
     if "UNAVAILABLE" in status or "DEADLINE_EXCEEDED" in status:
         return UnavailableError(
             f"Triton at {url}: {message}; check that the stack is running "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -16,6 +17,9 @@ from pathlib import Path
 # Importing paddle warns on every run that the ccache compiler cache is
 # missing. ECRS compiles no Paddle extensions, so the warning is noise.
 warnings.filterwarnings("ignore", message="No ccache found")
+# Paddle's C++ logging (glog) prints warnings about its static graph during
+# export that are about Paddle internals; GLOG_minloglevel=0 shows them again.
+os.environ.setdefault("GLOG_minloglevel", "2")
 
 from ecrs import commands
 from ecrs.config import Ports, StackConfig, default_state_dir
@@ -45,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_data_commands(subparsers: argparse._SubParsersAction) -> None:
-    data = subparsers.add_parser("data", help="create, import and check data sets")
+    data = subparsers.add_parser(
+        "data", help="generate data, or import and validate a data set"
+    )
     actions = data.add_subparsers(dest="action", required=True)
 
     generate = actions.add_parser("generate", help="generate synthetic shop data")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from pathlib import Path
 
 from ecrs import main_job
 from ecrs.config import StackConfig
@@ -78,6 +80,7 @@ def training_params(args: argparse.Namespace) -> TrainingParams:
 def evaluate_checkpoint(args: argparse.Namespace, stack: StackConfig) -> int:
     dataset = Dataset.load(args.data)
     checkpoint = Checkpoint.load(args.checkpoint)
+    checkpoint.encoder.check_matches(dataset.schema)
     train_part, heldout = temporal_split(dataset)
     data = encode_dataset(dataset, train_part, encoder=checkpoint.encoder)
     report = evaluate_scorer(CheckpointScorer(checkpoint), dataset, data, heldout)
@@ -110,13 +113,16 @@ def load_data(args: argparse.Namespace, stack: StackConfig) -> int:
         f"{result.version} (Milvus collection {result.collection}, "
         f"{result.index_type} index) in {result.seconds:.1f} s"
     )
+    running.reload_models(live)
+    print(f"Triton now serves the newest exported version from {live.model_repository}")
     return 0
 
 
 def start_servers(args: argparse.Namespace, stack: StackConfig) -> int:
     launcher.start_stack(stack)
     print(running.format_status(stack.state_dir))
-    print(f"stop them with: ecrs --state-dir {stack.state_dir} stack stop")
+    ecrs = Path(sys.executable).parent / "ecrs"
+    print(f"stop them with: {ecrs} --state-dir {stack.state_dir} stack stop")
     return 0
 
 

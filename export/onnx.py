@@ -61,7 +61,7 @@ def export_onnx(model: OnnxModel, destination: Path) -> Path:
     # pip-install missing packages (and upgrade numpy) in the middle of an
     # export. Its setting is read at import, so it is switched off here.
     polygraphy.config.AUTOINSTALL_DEPS = False
-    G_LOGGER.module_severity = G_LOGGER.WARNING
+    G_LOGGER.module_severity = G_LOGGER.ERROR
     # paddle2onnx logs each file it writes; failures still raise.
     paddle2onnx_utils.logging.log_level = 0
     with tempfile.TemporaryDirectory(prefix="ecrs-onnx-") as scratch:

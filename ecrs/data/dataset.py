@@ -38,6 +38,7 @@ class Dataset:
         interactions = _normalize_interactions(
             read_table(folder / schema.interactions.file), schema
         )
+        _check_references(interactions, users, items, schema, folder)
         return cls(schema, users, items, interactions)
 
     def save(self, folder: str | Path) -> Path:
@@ -150,3 +151,27 @@ def _normalize_interactions(frame: pd.DataFrame, schema: DatasetSchema) -> pd.Da
         )
     frame[spec.timestamp] = timestamps.astype("int64")
     return frame.reset_index(drop=True)
+
+
+def _check_references(
+    interactions: pd.DataFrame,
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    schema: DatasetSchema,
+    folder: Path,
+) -> None:
+    """Raise unless every interaction names a user and an item of the tables."""
+    spec = schema.interactions
+    for column, table, id_column in (
+        (spec.user_id, users, schema.users.id),
+        (spec.item_id, items, schema.items.id),
+    ):
+        unknown = ~interactions[column].isin(table[id_column])
+        if unknown.any():
+            row = int(unknown.to_numpy().argmax())
+            raise DataError(
+                f"{folder}: {int(unknown.sum())} interaction(s) name a {column} that "
+                f"is not in its table, first {interactions[column].iloc[row]!r} in row "
+                f"{row + 1}; run 'ecrs data import' to check the data set and skip "
+                "such rows"
+            )

@@ -107,7 +107,7 @@ class ImportReport:
             raise DataError(
                 "too many invalid rows to import:\n"
                 + "\n".join(failures)
-                + "\nFix these rows in the source files, or raise max_bad_share "
+                + "\nFix these rows in the source files, or raise --max-bad-share "
                 "to skip them."
             )
 

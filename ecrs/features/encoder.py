@@ -171,6 +171,31 @@ class FeatureEncoder:
             _fit_entity(schema.items, list(items), trained_item_ids, min_count),
         )
 
+    def check_matches(self, schema: DatasetSchema) -> None:
+        """Raise ``DataError`` unless ``schema`` has this encoder's name and features.
+
+        A data set with other feature columns, or another data set's name,
+        would be stored under keys and encoded with ids the models never saw.
+        """
+        own = self.schema
+        differences = []
+        if own.name != schema.name:
+            differences.append(f"name {schema.name!r} instead of {own.name!r}")
+        for side in ("users", "items"):
+            expected = getattr(own, side).features
+            actual = getattr(schema, side).features
+            if expected != actual:
+                differences.append(
+                    f"{side} features {[f.name for f in actual]} instead of "
+                    f"{[f.name for f in expected]}"
+                )
+        if differences:
+            raise DataError(
+                "the data set does not match the model version: it has "
+                + "; ".join(differences)
+                + ". Train and export a version on this data set first"
+            )
+
     def encode_users(
         self, ids: Sequence[str | None], features: Sequence[Mapping[str, Any]]
     ) -> np.ndarray:

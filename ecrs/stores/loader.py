@@ -41,6 +41,7 @@ def load_stores(
     """Write features to Redis and item vectors to Milvus; return when searchable."""
     started = time.perf_counter()
     models = OnnxModels(repository, version)
+    models.encoder.check_matches(dataset.schema)
     schema = dataset.schema
     features = FeatureStore(stores, schema.name)
     user_ids, user_records = entity_records(dataset.users, schema.users.id)

@@ -74,11 +74,28 @@ def test_load_csv_numbers_as_text(tmp_path):
     dataset = make_dataset(".csv")
     dataset.save(tmp_path)
     (tmp_path / "users.csv").write_text("user_id,age\n007,30\n8,\n", encoding="utf-8")
+    (tmp_path / "interactions.csv").write_text(
+        "user_id,item_id,event,timestamp\n", encoding="utf-8"
+    )
 
     users = Dataset.load(tmp_path).users
 
     assert users["user_id"].tolist() == ["007", "8"]
     assert users["age"].tolist() == ["30", None]
+
+
+def test_load_unknown_interaction_user_raises(tmp_path):
+    dataset = make_dataset(".csv")
+    dataset.save(tmp_path)
+    item = dataset.items["item_id"].iloc[0]
+    (tmp_path / "interactions.csv").write_text(
+        f"user_id,item_id,event,timestamp\nghost,{item},browse,5\n", encoding="utf-8"
+    )
+
+    with pytest.raises(
+        DataError, match=r"first 'ghost' in row 1; run 'ecrs data import'"
+    ):
+        Dataset.load(tmp_path)
 
 
 def test_load_missing_column_names_it(tmp_path):

@@ -168,7 +168,7 @@ def test_load_too_many_bad_rows_raises(tmp_path):
     expected = "u.data: 1 of 6 rows (16.67%) are invalid, above the limit of 1.00%"
     assert expected in message
     assert "u.data line 6: expected 4 fields separated by '\\t', found 3" in message
-    assert "raise max_bad_share" in message
+    assert "raise --max-bad-share" in message
 
 
 def test_load_share_at_limit_passes(tmp_path):
