@@ -1,6 +1,6 @@
 """Read and write a data set folder: ``schema.json`` plus three tables.
 
-Tables are Parquet or CSV, told apart by the file suffix named in the schema.
+Tables are Parquet or CSV, chosen by the file suffix named in the schema.
 In memory every id and feature value is a Python ``str`` (missing values are
 ``None``) and timestamps are ``int64`` seconds, whatever the file stored.
 """

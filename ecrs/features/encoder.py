@@ -6,8 +6,8 @@ process that runs it: vocabularies are explicit lists, never ``hash()``.
 
 A model input row for users (or items) has one slot per field: the id first,
 then each feature, where a multi-valued feature takes ``max_values`` slots.
-Within every field, id 0 is a missing value or an empty slot and id 1 is
-out-of-vocabulary (a value not seen in training); known values start at 2.
+Within every field, id 0 is a missing value or an empty slot. Id 1 is
+out-of-vocabulary, a value not seen in training. Known values start at 2.
 """
 
 from __future__ import annotations
