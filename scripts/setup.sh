@@ -17,16 +17,26 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+is_supported_python() {
+  "$1" -c 'import sys; sys.exit(sys.version_info[:2] not in ((3, 10), (3, 11)))' >/dev/null 2>&1
+}
+
 pick_python() {
   local candidate
-  for candidate in ${PYTHON:-} python3.11 python3.10 python3; do
+  if [ -n "${PYTHON:-}" ]; then
+    # An interpreter named by the user is used or refused, never replaced.
+    is_supported_python "$PYTHON" || fail "PYTHON=$PYTHON does not run as CPython 3.10 or 3.11; set PYTHON to such an interpreter's path"
+    command -v "$PYTHON"
+    return 0
+  fi
+  for candidate in python3.11 python3.10 python3; do
     command -v "$candidate" >/dev/null 2>&1 || continue
-    if "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] not in ((3, 10), (3, 11)))'; then
+    if is_supported_python "$candidate"; then
       command -v "$candidate"
       return 0
     fi
   done
-  return 1
+  fail "no CPython 3.10 or 3.11 found; install one (apt-get install python3.11) or set PYTHON"
 }
 
 install_debian_packages() {
@@ -47,13 +57,15 @@ install_debian_packages() {
   fi
 }
 
-python=$(pick_python) || fail "no CPython 3.10 or 3.11 found; install one (apt-get install python3.11) or set PYTHON"
+python=$(pick_python) || exit 1
 command -v apt-get >/dev/null 2>&1 || fail "apt-get not found; ECRS sets up Debian or Ubuntu machines"
 install_debian_packages "$python"
 
 if [ ! -x "$venv/bin/python" ]; then
   log "creating the virtual environment $venv with $python"
   "$python" -m venv "$venv"
+else
+  log "using the existing virtual environment $venv ($("$venv/bin/python" --version)); remove it to change the interpreter"
 fi
 log "installing ECRS and its dependencies into $venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
