@@ -24,7 +24,7 @@ is_supported_python() {
 pick_python() {
   local candidate
   if [ -n "${PYTHON:-}" ]; then
-    # An interpreter named by the user is used or refused, never replaced.
+    # An interpreter set in PYTHON is used or rejected, never replaced by another.
     is_supported_python "$PYTHON" || fail "PYTHON=$PYTHON does not run as CPython 3.10 or 3.11; set PYTHON to such an interpreter's path"
     command -v "$PYTHON"
     return 0
