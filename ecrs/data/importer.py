@@ -5,11 +5,11 @@ Rows that cannot be used are skipped and listed in an ``ImportReport``:
 
 - users and items: an empty id, or an id already seen (the first row is kept);
 - interactions: an empty or unknown user or item id, or a timestamp that is
-  missing or not integer seconds.
+  missing or not integer seconds;
+- any table: a CSV record with a different number of fields than its header.
 
-A missing column, an unreadable table or a CSV record with a different
-number of fields than its header raises ``DataError`` at once, because such
-faults usually come from a broken export rather than from single rows. The
+A missing column or an unreadable table raises ``DataError`` at once, because
+such faults come from a broken export rather than from single rows. The
 copy keeps only the columns that the schema names, so ``Dataset.load`` reads
 it back without errors.
 """
@@ -170,74 +170,108 @@ def import_dataset(
     return report
 
 
-def _read_checked(
-    source: Path, file: str, columns: list[str], table: str
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Read one table and the line number that BadRow gives each of its rows.
+@dataclass
+class _Table:
+    """One source table: its rows as text, their lines, and malformed records."""
 
-    Raises DataError if the table cannot be read, a CSV record has a different
-    number of fields than the header, or a schema column is missing.
+    frame: pd.DataFrame
+    lines: np.ndarray
+    malformed: list[BadRow]
+
+    def record(self, report: ImportReport, file: str, kept: int) -> None:
+        """Count the rows read and kept; malformed records count as read."""
+        others = [row for row in report.bad_rows if row.file != file]
+        own = [row for row in report.bad_rows if row.file == file] + self.malformed
+        report.bad_rows[:] = others + sorted(own, key=lambda row: row.line)
+        report.add_file(file, read=len(self.frame) + len(self.malformed), kept=kept)
+
+
+def _read_checked(source: Path, file: str, columns: list[str], table: str) -> _Table:
+    """Read one table with the line number that BadRow gives each of its rows.
+
+    A CSV record whose number of fields differs from the header's is set aside
+    as a malformed BadRow. Raises DataError if the table cannot be read or a
+    schema column is missing.
     """
     path = source / file
-    lines = _csv_record_lines(path, table) if path.suffix == ".csv" else None
-    try:
-        frame = read_table(path)
-    except ValueError as exc:  # pandas ParserError, ArrowInvalid, UnicodeDecodeError
-        raise DataError(
-            f"cannot read the {table} table {path}: {exc}; "
-            "check that it is a valid CSV or Parquet file"
-        ) from exc
+    if path.suffix == ".csv":
+        frame, lines, malformed = _read_csv_records(path, file, table)
+    else:
+        frame, lines, malformed = _read_parquet(path, table), None, []
     missing = [column for column in columns if column not in frame.columns]
     if missing:
         raise DataError(
             f"the {table} table {path} lacks the column(s) {missing} that "
             f"schema.json names; its columns are {list(frame.columns)}"
         )
-    if lines is None or len(lines) != len(frame):
+    if lines is None:
         lines = np.arange(1, len(frame) + 1)  # 1-based row numbers
-    return frame[columns].reset_index(drop=True), lines
+    return _Table(frame[columns].reset_index(drop=True), lines, malformed)
 
 
-def _csv_record_lines(path: Path, table: str) -> np.ndarray | None:
-    """Return the first line of each CSV data record, checking its field count.
+def _read_parquet(path: Path, table: str) -> pd.DataFrame:
+    try:
+        return read_table(path)
+    except ValueError as exc:  # ArrowInvalid and other unreadable files
+        raise DataError(
+            f"cannot read the {table} table {path}: {exc}; "
+            "check that it is a valid Parquet file"
+        ) from exc
 
-    Counting records with the csv module keeps line numbers right when a
-    quoted field spans lines. Blank lines are skipped, as pandas skips them.
-    Returns None if the file does not exist, which read_table then reports.
+
+def _read_csv_records(
+    path: Path, file: str, table: str
+) -> tuple[pd.DataFrame, np.ndarray, list[BadRow]]:
+    """Parse a CSV table as text, with the first line of each data record.
+
+    The csv module counts lines, so line numbers stay right when a quoted field
+    spans lines. Blank lines are skipped and empty fields become None.
     """
     if not path.is_file():
-        return None
-    starts, wrong = [], []
+        raise DataError(f"table {path} does not exist; check the file name in schema.json")
+    records, starts, malformed = [], [], []
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
             reader = csv.reader(handle)
-            header = next(reader, [])
+            header = _csv_header(next(reader, None), path, table)
             previous_end = reader.line_num
             for record in reader:
                 start, previous_end = previous_end + 1, reader.line_num
                 if not record:
                     continue
                 if len(record) != len(header):
-                    wrong.append(f"line {start} has {len(record)}")
+                    fields = "1 field" if len(record) == 1 else f"{len(record)} fields"
+                    reason = (
+                        f"{fields} where the header has {len(header)}; "
+                        "quote fields that contain commas or line breaks"
+                    )
+                    malformed.append(BadRow(file, start, reason))
+                    continue
+                records.append(record)
                 starts.append(start)
     except (csv.Error, UnicodeDecodeError) as exc:
         raise DataError(
             f"cannot read the {table} table {path}: {exc}; "
             "check that it is a UTF-8 CSV file"
         ) from exc
-    if wrong:
+    frame = pd.DataFrame(records, columns=header, dtype=object)
+    frame = frame.where(frame != "", None)
+    return frame, np.array(starts, dtype=np.int64), malformed
+
+
+def _csv_header(header: list[str] | None, path: Path, table: str) -> list[str]:
+    """Return the header of a CSV table, or raise DataError if it is unusable."""
+    if not header:
         raise DataError(
-            f"the {table} table {path} has records whose number of fields differs "
-            f"from the header's {len(header)}: {_first_few(wrong)}; quote fields "
-            "that contain commas or line breaks, and give every record all fields"
+            f"the {table} table {path} is empty; its first line must name the columns"
         )
-    return np.array(starts, dtype=np.int64)
-
-
-def _first_few(texts: list[str]) -> str:
-    shown = ", ".join(texts[:SHOWN_BAD_ROWS])
-    hidden = len(texts) - SHOWN_BAD_ROWS
-    return f"{shown} and {hidden} more" if hidden > 0 else shown
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise DataError(
+            f"the {table} table {path} names the column(s) {repeated} more than "
+            "once in its header; give every column a distinct name"
+        )
+    return header
 
 
 def _clean_entities(
@@ -245,7 +279,8 @@ def _clean_entities(
 ) -> pd.DataFrame:
     """Read a users or items table as text, skipping empty and duplicate ids."""
     columns = [table.id, *table.stored_columns]
-    frame, lines = _read_checked(source, table.file, columns, name)
+    source_table = _read_checked(source, table.file, columns, name)
+    frame, lines = source_table.frame, source_table.lines
     for column in columns:
         frame[column] = as_text(frame[column])
 
@@ -263,7 +298,7 @@ def _clean_entities(
         report.bad_rows.append(BadRow(table.file, int(lines[position]), reason))
 
     kept = frame[~empty & ~duplicate].reset_index(drop=True)
-    report.add_file(table.file, read=len(frame), kept=len(kept))
+    source_table.record(report, table.file, kept=len(kept))
     return kept
 
 
@@ -277,7 +312,8 @@ def _clean_interactions(
     """Read the interactions as text and int64 seconds, skipping unusable rows."""
     spec = schema.interactions
     columns = [spec.user_id, spec.item_id, spec.event, spec.timestamp]
-    frame, lines = _read_checked(source, spec.file, columns, "interactions")
+    source_table = _read_checked(source, spec.file, columns, "interactions")
+    frame, lines = source_table.frame, source_table.lines
     for column in (spec.user_id, spec.item_id, spec.event):
         frame[column] = as_text(frame[column])
     seconds = _timestamp_seconds(frame[spec.timestamp])
@@ -296,7 +332,7 @@ def _clean_interactions(
 
     kept = frame[~bad].reset_index(drop=True)
     kept[spec.timestamp] = seconds[~bad].astype("int64").to_numpy()
-    report.add_file(spec.file, read=len(frame), kept=len(kept))
+    source_table.record(report, spec.file, kept=len(kept))
     return kept
 
 
@@ -328,7 +364,11 @@ def _interaction_reasons(
     known_users: set[str],
     known_items: set[str],
 ) -> list[str | None]:
-    """Return the first reason each row is unusable, or None for a good row."""
+    """Return why each row is unusable, or None for a good row.
+
+    Each of the user id, the item id and the timestamp adds its first problem,
+    so a row with several faults lists them all, joined by "; ".
+    """
     user_column, item_column, timestamp_column = spec_columns
     users, items = frame[user_column], frame[item_column]
     raw_timestamps = frame[timestamp_column]
@@ -337,22 +377,29 @@ def _interaction_reasons(
         value = raw_timestamps[row]
         return f"{timestamp_column} {value!r} is not integer seconds since the epoch"
 
-    checks = [
-        (users.isna(), lambda row: f"empty {user_column}"),
-        (~users.isin(known_users), lambda row: f"unknown {user_column} {users[row]!r}"),
-        (items.isna(), lambda row: f"empty {item_column}"),
-        (~items.isin(known_items), lambda row: f"unknown {item_column} {items[row]!r}"),
-        (raw_timestamps.isna(), lambda row: f"empty {timestamp_column}"),
-        (seconds.isna(), describe_timestamp),
+    checks_per_column = [
+        [
+            (users.isna(), lambda row: f"empty {user_column}"),
+            (~users.isin(known_users), lambda row: f"unknown {user_column} {users[row]!r}"),
+        ],
+        [
+            (items.isna(), lambda row: f"empty {item_column}"),
+            (~items.isin(known_items), lambda row: f"unknown {item_column} {items[row]!r}"),
+        ],
+        [
+            (raw_timestamps.isna(), lambda row: f"empty {timestamp_column}"),
+            (seconds.isna(), describe_timestamp),
+        ],
     ]
-    reasons: list[str | None] = [None] * len(frame)
-    undecided = np.ones(len(frame), dtype=bool)
-    for failed, describe in checks:
-        new = failed.to_numpy() & undecided
-        for row in np.flatnonzero(new):
-            reasons[row] = describe(row)
-        undecided &= ~new
-    return reasons
+    problems: list[list[str]] = [[] for _ in range(len(frame))]
+    for checks in checks_per_column:
+        undecided = np.ones(len(frame), dtype=bool)
+        for failed, describe in checks:
+            new = failed.to_numpy() & undecided
+            for row in np.flatnonzero(new):
+                problems[row].append(describe(row))
+            undecided &= ~new
+    return ["; ".join(found) if found else None for found in problems]
 
 
 def _parquet_schema(schema: DatasetSchema) -> DatasetSchema:

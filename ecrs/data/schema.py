@@ -130,12 +130,17 @@ class DatasetSchema:
     @classmethod
     def load(cls, folder: str | Path) -> DatasetSchema:
         path = Path(folder) / SCHEMA_FILE
+        if not Path(folder).is_dir():
+            raise DataError(
+                f"data set folder {folder} does not exist; check the path, or "
+                "create the folder with 'ecrs data generate' or 'ecrs data import'"
+            )
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise DataError(
                 f"no {SCHEMA_FILE} in {folder}; a data set folder needs one "
-                "(see the README's data format section)"
+                "(see 'Bringing your own data' in the README)"
             ) from exc
         except json.JSONDecodeError as exc:
             raise DataError(f"{path} is not valid JSON: {exc}") from exc

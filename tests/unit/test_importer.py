@@ -150,18 +150,62 @@ def test_import_missing_column_raises(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "users",
+    ("users", "expected"),
     [
-        "user_id,age\nu1,30,extra\nu2,40\n",
-        "user_id,age\nu1,30\nu2\n",
+        ("user_id,age\nu1,30,extra\nu2,40\n", "users.csv line 2: 3 fields"),
+        ("user_id,age\nu1,30\nu2\n", "users.csv line 3: 1 field where"),
     ],
 )
-def test_import_wrong_field_count_raises(tmp_path, users):
+def test_import_skips_wrong_field_count(tmp_path, users, expected):
     source = write_source(tmp_path / "source", users=users)
 
-    expected = r"differs from the header's 2: line [23] has [13];"
+    report = import_dataset(source, tmp_path / "clean", max_bad_share=1.0)
+
+    user_rows = [row for row in report.bad_rows if row.file == "users.csv"]
+    assert len(user_rows) == 1
+    assert str(user_rows[0]).startswith(expected)
+    assert "where the header has 2" in str(user_rows[0])
+    assert report.rows_read["users.csv"] == 2
+    assert report.rows_kept["users.csv"] == 1
+
+
+def test_wrong_field_count_counts_toward_share(tmp_path):
+    users = "user_id,age\nu1,30\nu2,40\nu3\n"
+    source = write_source(tmp_path / "source", users=users)
+
+    with pytest.raises(DataError, match=r"users.csv: 1 of 3 rows \(33.33%\)"):
+        import_dataset(source, tmp_path / "clean", max_bad_share=0.1)
+
+
+def test_import_lists_every_fault_of_a_row(tmp_path):
+    interactions = INTERACTIONS + "u9,i7,browse,yesterday\n"
+    source = write_source(tmp_path / "source", interactions=interactions)
+
+    report = import_dataset(source, tmp_path / "clean", max_bad_share=1.0)
+
+    assert [str(row) for row in report.bad_rows] == [
+        "interactions.csv line 5: unknown user_id 'u9'; unknown item_id 'i7'; "
+        "timestamp 'yesterday' is not integer seconds since the epoch"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("users", "expected"),
+    [
+        ("", "is empty; its first line must name the columns"),
+        ("user_id,age,age\nu1,30,31\n", r"names the column\(s\) \['age'\] more than once"),
+    ],
+)
+def test_import_unusable_header_raises(tmp_path, users, expected):
+    source = write_source(tmp_path / "source", users=users)
+
     with pytest.raises(DataError, match=expected):
         import_dataset(source, tmp_path / "clean")
+
+
+def test_import_missing_source_folder_raises(tmp_path):
+    with pytest.raises(DataError, match=r"data set folder .*nowhere does not exist"):
+        import_dataset(tmp_path / "nowhere", tmp_path / "clean")
 
 
 def test_import_lines_count_quoted_line_breaks(tmp_path):
