@@ -8,7 +8,6 @@ import sys
 from collections.abc import Sequence
 
 from ecrs.client.client import DEFAULT_URL, RecommendClient, RecommendedItem
-
 from ecrs.errors import EcrsError
 
 
@@ -54,8 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 user_id=args.user_id, user_features=features, top_n=args.top_n
             )
     except EcrsError as exc:
-        print(f"ecrs-client: error: {exc}", file=sys.stderr)
+        status = f"{exc.status}: " if exc.status else ""
+        print(f"ecrs-client: error: {status}{exc}", file=sys.stderr)
         return 1
+    if items.unknown_features:
+        print(unknown_features_note(items.unknown_features, features), file=sys.stderr)
     if args.json:
         print(
             json.dumps([item.__dict__ for item in items], ensure_ascii=False, indent=2)
@@ -63,6 +65,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(format_table(items))
     return 0
+
+
+def unknown_features_note(names: Sequence[str], features: dict | None) -> str:
+    """Describe the user feature values that the models read as unknown."""
+    if features is None:
+        listed = ", ".join(names)
+    else:
+        listed = ", ".join(f"{name}={features.get(name)!r}" for name in names)
+    return (
+        f"ecrs-client: note: values not seen in training, read as unknown: {listed}; "
+        "use a value from the training data for a more personal result"
+    )
 
 
 def _parse_features(raw: str | None) -> dict | None:

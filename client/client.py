@@ -8,7 +8,7 @@ UNAVAILABLE store as ``UnavailableError``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from ecrs.errors import EcrsError, InvalidInputError, NotFoundError, Unavailable
 
 DEFAULT_URL = "127.0.0.1:8001"
 MODEL_NAME = "recommend_ensemble"
+OUTPUT_NAMES = ("ITEM_IDS", "SCORES", "ITEM_DETAILS", "UNKNOWN_FEATURES")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,20 @@ class RecommendedItem:
     item_id: str
     score: float
     details: dict[str, str]
+
+
+class Recommendations(list):
+    """A list of recommended items, best first, that also names unknown user features.
+
+    ``unknown_features`` names the user features whose values the served
+    version did not see in training; the models read those as unknown.
+    """
+
+    def __init__(
+        self, items: Sequence[RecommendedItem], unknown_features: Sequence[str] = ()
+    ) -> None:
+        super().__init__(items)
+        self.unknown_features = list(unknown_features)
 
 
 class RecommendClient:
@@ -43,7 +58,7 @@ class RecommendClient:
         user_id: str | None = None,
         user_features: Mapping[str, Any] | None = None,
         top_n: int | None = None,
-    ) -> list[RecommendedItem]:
+    ) -> Recommendations:
         """Recommend for a known ``user_id`` or a new user's ``user_features``."""
         inputs = request_inputs(
             user_id=user_id, user_features=user_features, top_n=top_n
@@ -54,7 +69,7 @@ class RecommendClient:
                 inputs,
                 outputs=[
                     grpcclient.InferRequestedOutput(name)
-                    for name in ("ITEM_IDS", "SCORES", "ITEM_DETAILS")
+                    for name in OUTPUT_NAMES
                 ],
                 client_timeout=self.timeout_s,
             )
@@ -100,16 +115,19 @@ def _bytes_input(name: str, value: bytes) -> grpcclient.InferInput:
     return tensor
 
 
-def parse_result(result: grpcclient.InferResult) -> list[RecommendedItem]:
+def parse_result(result: grpcclient.InferResult) -> Recommendations:
     ids = result.as_numpy("ITEM_IDS")
     scores = result.as_numpy("SCORES")
     details = result.as_numpy("ITEM_DETAILS")
+    unknown = result.as_numpy("UNKNOWN_FEATURES")
+    unknown_features = [] if unknown is None else [_text(name) for name in unknown]
     if ids is None or scores is None or details is None:
-        return []
-    return [
+        return Recommendations([], unknown_features)
+    items = [
         RecommendedItem(_text(item_id), float(score), json.loads(_text(detail)))
         for item_id, score, detail in zip(ids, scores, details)
     ]
+    return Recommendations(items, unknown_features)
 
 
 def _text(value: bytes | str) -> str:

@@ -17,7 +17,13 @@ from __future__ import annotations
 
 
 class EcrsError(Exception):
-    """Root of every exception raised by ECRS."""
+    """Root of every exception raised by ECRS.
+
+    ``status`` is the Triton status name that a request error maps to, or
+    None for errors outside a request.
+    """
+
+    status: str | None = None
 
 
 class DataError(EcrsError):
@@ -31,6 +37,8 @@ class ConfigError(EcrsError):
 class NotFoundError(EcrsError):
     """A user or item id does not exist in the stores."""
 
+    status = "NOT_FOUND"
+
     def __init__(self, message: str, *, kind: str, id: str) -> None:
         super().__init__(message)
         self.kind = kind
@@ -40,6 +48,8 @@ class NotFoundError(EcrsError):
 class InvalidInputError(EcrsError):
     """A request input is malformed; ``input_name`` names the tensor."""
 
+    status = "INVALID_ARG"
+
     def __init__(self, message: str, *, input_name: str) -> None:
         super().__init__(message)
         self.input_name = input_name
@@ -47,6 +57,8 @@ class InvalidInputError(EcrsError):
 
 class UnavailableError(EcrsError):
     """A dependency (Redis, Milvus, a Triton model) cannot be reached."""
+
+    status = "UNAVAILABLE"
 
     def __init__(self, message: str, *, service: str) -> None:
         super().__init__(message)

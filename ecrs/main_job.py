@@ -22,7 +22,7 @@ from ecrs.config import StackConfig
 from ecrs.data.dataset import Dataset
 from ecrs.data.generate import generate_shop_dataset
 from ecrs.data.movielens import load_movielens
-from ecrs.errors import EcrsError
+from ecrs.errors import EcrsError, NotFoundError
 from ecrs.export.repository import export_checkpoint
 from ecrs.stack.running import ensure_running, reload_models
 from ecrs.stores.loader import load_stores
@@ -89,8 +89,8 @@ def print_recommendations(stack: StackConfig, dataset: Dataset) -> None:
         _step(f"an unknown user id ({UNKNOWN_USER_ID!r})")
         try:
             client.recommend(user_id=UNKNOWN_USER_ID)
-        except EcrsError as exc:
-            print(f"NOT_FOUND: {exc}")
+        except NotFoundError as exc:
+            print(f"{exc.status}: {exc}")
         else:
             raise EcrsError(
                 f"user {UNKNOWN_USER_ID!r} unexpectedly got recommendations"

@@ -102,6 +102,19 @@ class FieldEncoder:
             encoded.extend(ids + [MISSING_ID] * (field.slots - len(ids)))
         return encoded
 
+    def unknown_features(self, row: np.ndarray) -> list[str]:
+        """Name the features whose value in an encoded row is out-of-vocabulary.
+
+        The id field is left out: a new user's or item's id is always unknown.
+        """
+        names = []
+        start = self.fields[0].slots
+        for field in self.fields[1:]:
+            if np.any(row[start : start + field.slots] == OOV_ID):
+                names.append(field.name)
+            start += field.slots
+        return names
+
     def _lookup(self, position: int, raw: Any) -> int:
         if raw is None:
             return MISSING_ID

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -32,11 +32,16 @@ TOP_N_INPUT = "TOP_N"
 
 @dataclass(frozen=True)
 class Recommendation:
-    """Ranked items, best first, with their raw details as JSON bytes."""
+    """Ranked items, best first, with their raw details as JSON bytes.
+
+    ``unknown_features`` names the user features whose values the served
+    version did not see in training, so the models read them as unknown.
+    """
 
     item_ids: list[str]
     scores: np.ndarray
     details: list[bytes]
+    unknown_features: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -137,9 +142,11 @@ class Recommender:
         user_id: str | None = None,
         user_features: Mapping[str, Any] | None = None,
     ) -> Recommendation:
+        """Run recall and ranking for one user and return the best ``top_n``."""
         row = self.user_row(user_id=user_id, user_features=user_features)
         candidates = self.recall(row)
-        return self.rank(row, candidates.item_ids, top_n)
+        ranked = self.rank(row, candidates.item_ids, top_n)
+        return replace(ranked, unknown_features=self.encoder.users.unknown_features(row[0]))
 
 
 def parse_user_features(raw: bytes | str, feature_names: list[str]) -> dict[str, str]:

@@ -157,7 +157,9 @@ def stop_process(
     if not is_running(pid, start_time):
         _report_leftovers(name, pid)
         return False
-    logger.info("stopping %s (pid %d)", name, pid)
+    logger.info(
+        "stopping %s (pid %d); waiting up to %.0f s for it to exit", name, pid, timeout_s
+    )
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:

@@ -57,6 +57,20 @@ def test_new_user_gets_recommendations(client, small_dataset):
     assert all(0.0 <= item.score <= 1.0 for item in items)
 
 
+def test_new_user_unseen_value_is_reported(client, small_dataset):
+    features = new_user_features(small_dataset)
+    first = small_dataset.schema.users.feature_names[0]
+    features[first] = "a value never seen in training"
+    items = client.recommend(user_features=features, top_n=5)
+    assert len(items) == 5
+    assert items.unknown_features == [first]
+
+
+def test_known_user_has_no_unknown_features(client, small_dataset):
+    items = client.recommend(user_id=known_user(small_dataset), top_n=3)
+    assert items.unknown_features == []
+
+
 def test_unknown_user_is_not_found_and_server_keeps_serving(client, small_dataset):
     with pytest.raises(NotFoundError, match="no-such-user"):
         client.recommend(user_id="no-such-user")
@@ -181,11 +195,21 @@ def test_client_cli_new_user_json(stack, loaded, small_dataset):
     assert len(json.loads(result.stdout)) == 4
 
 
+def test_client_cli_notes_unseen_value(stack, loaded, small_dataset):
+    features = new_user_features(small_dataset)
+    first = small_dataset.schema.users.feature_names[0]
+    features[first] = "never-seen"
+    result = run_client(stack, "recommend", "--features", json.dumps(features))
+    assert result.returncode == 0, result.stderr
+    assert f"{first}='never-seen'" in result.stderr
+    assert "note: values not seen in training" in result.stderr
+
+
 def test_client_cli_unknown_user_one_line_error(stack, loaded):
     result = run_client(stack, "recommend", "--user-id", "ghost")
     assert result.returncode == 1
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("ecrs-client: error: ")
+    assert lines[0].startswith("ecrs-client: error: NOT_FOUND: ")
     assert "'ghost'" in lines[0]

@@ -1,7 +1,7 @@
 import pytest
 
 from ecrs.cli import main
-from ecrs.client.cli import format_table
+from ecrs.client.cli import format_table, unknown_features_note
 from ecrs.client.cli import main as client_main
 from ecrs.client.client import RecommendedItem
 
@@ -53,8 +53,9 @@ def test_train_on_missing_folder_names_it(tmp_path, capsys):
     code = main(
         ["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "ck")]
     )
+    err = capsys.readouterr().err
     assert code == 1
-    assert "schema.json" in capsys.readouterr().err
+    assert f"{tmp_path / 'nope'} does not exist" in err
 
 
 def test_format_table_aligns_columns():
@@ -81,5 +82,16 @@ def test_client_unreachable_server_is_one_line(capsys):
     )
     err = capsys.readouterr().err
     assert code == 1
-    assert err.startswith("ecrs-client: error: ")
+    assert err.startswith("ecrs-client: error: UNAVAILABLE: ")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_unknown_features_note_shows_values():
+    note = unknown_features_note(["age"], {"age": 25, "sex": "F"})
+    assert note.startswith("ecrs-client: note: ")
+    assert "age=25" in note
+    assert "sex" not in note
+
+
+def test_note_without_features_lists_names():
+    assert "age, city" in unknown_features_note(["age", "city"], None)

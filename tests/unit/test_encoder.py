@@ -60,6 +60,24 @@ def test_unseen_values_map_to_oov_id():
     assert rows[0, 2] != OOV_ID
 
 
+def test_unknown_features_names_oov_fields():
+    encoder = fit()
+    rows = encoder.encode_users(["u9"], [{"age": "99+", "sex": "f"}])
+    assert encoder.users.unknown_features(rows[0]) == ["age"]
+
+
+def test_unknown_features_ignores_missing_and_known():
+    encoder = fit()
+    rows = encoder.encode_users(["u1"], [{"sex": "m"}])
+    assert encoder.users.unknown_features(rows[0]) == []
+
+
+def test_unknown_features_checks_every_slot():
+    encoder = fit()
+    rows = encoder.encode_items(["i1"], [{"brand": "acme", "tags": "red|new"}])
+    assert encoder.items.unknown_features(rows[0]) == ["tags"]
+
+
 def test_missing_values_map_to_missing_id():
     rows = fit().encode_users(["u1"], [{"age": None}])
     assert rows[0, 1] == MISSING_ID

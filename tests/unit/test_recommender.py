@@ -118,6 +118,18 @@ def test_new_user_features_are_encoded_without_id():
     assert row[0, 1] != 0
 
 
+def test_new_user_unseen_value_is_reported():
+    rec = recommender(FakeVectorStore(["i1", "i2"], [0.9, 0.8]))
+    result = rec.recommend(user_features={"age": "99+", "sex": "f"}, top_n=2)
+    assert result.unknown_features == ["age"]
+    assert result.item_ids == ["i2", "i1"]
+
+
+def test_known_user_reports_no_unknown_features():
+    result = recommender(FakeVectorStore(["i1"], [0.9])).recommend(user_id="u1", top_n=1)
+    assert result.unknown_features == []
+
+
 def test_empty_candidates_give_empty_result():
     result = recommender(FakeVectorStore([], [])).recommend(user_id="u1", top_n=5)
     assert result.item_ids == []

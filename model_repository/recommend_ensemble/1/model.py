@@ -72,6 +72,10 @@ class TritonPythonModel:
                 pb_utils.Tensor(
                     "ITEM_DETAILS", np.array(result.details, dtype=np.object_)
                 ),
+                pb_utils.Tensor(
+                    "UNKNOWN_FEATURES",
+                    np.array(result.unknown_features, dtype=np.object_),
+                ),
             ]
         )
 
