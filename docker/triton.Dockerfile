@@ -9,7 +9,7 @@ FROM nvcr.io/nvidia/tritonserver:24.10-py3
 RUN pip install --no-cache-dir "numpy<2" "pandas<3" "pyarrow>=14,<21" "redis>=5" \
     "pymilvus>=2.5,<2.6" "protobuf<5" "onnxruntime>=1.18"
 
-COPY ecrs /opt/ecrs/src/ecrs
+COPY src/ecrs /opt/ecrs/src/ecrs
 COPY export /opt/ecrs/src/ecrs/export
 COPY client /opt/ecrs/src/ecrs/client
 ENV PYTHONPATH=/opt/ecrs/src

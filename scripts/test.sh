@@ -9,6 +9,6 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/scripts/setup.sh"
 venv=${ECRS_VENV:-$root/.venv}
 cd "$root"
-# The pytest script, not 'python -m pytest': the tests must import the
-# installed package, and 'python -m' would put the source folder first.
+# The virtual environment's pytest, so that the tests import the package as
+# installed, with ecrs.client and ecrs.export inside it.
 exec "$venv/bin/pytest" "$@"

@@ -204,7 +204,7 @@ def test_import_unusable_header_raises(tmp_path, users, expected):
 
 
 def test_import_missing_source_folder_raises(tmp_path):
-    with pytest.raises(DataError, match=r"data set folder .*nowhere does not exist"):
+    with pytest.raises(DataError, match=r"source folder .*nowhere does not exist"):
         import_dataset(tmp_path / "nowhere", tmp_path / "clean")
 
 

@@ -150,6 +150,11 @@ def import_dataset(
     """
     check_max_bad_share(max_bad_share)
     source, destination = Path(source), Path(destination)
+    if not source.is_dir():
+        raise DataError(
+            f"source folder {source} does not exist; pass the folder that "
+            "holds your schema.json and table files"
+        )
     if destination.resolve() == source.resolve():
         raise ConfigError(
             f"the import destination {destination} is the source folder; "
@@ -242,8 +247,9 @@ def _read_csv_records(
                 if len(record) != len(header):
                     fields = "1 field" if len(record) == 1 else f"{len(record)} fields"
                     reason = (
-                        f"{fields} where the header has {len(header)}; "
-                        "quote fields that contain commas or line breaks"
+                        f"{fields} where the header has {len(header)}; give every "
+                        "record one value per column (empty for a missing value) "
+                        "and quote values that contain commas or line breaks"
                     )
                     malformed.append(BadRow(file, start, reason))
                     continue
