@@ -19,8 +19,8 @@ from __future__ import annotations
 class EcrsError(Exception):
     """Root of every exception raised by ECRS.
 
-    ``status`` is the Triton status name that a request error maps to, or
-    None for errors outside a request.
+    ``status`` is the name of the Triton error code (a ``TritonError``
+    attribute) that a request error maps to, or None for any other error.
     """
 
     status: str | None = None

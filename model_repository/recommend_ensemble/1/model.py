@@ -12,7 +12,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from ecrs.config import StoreConfig
-from ecrs.errors import EcrsError, InvalidInputError, NotFoundError, UnavailableError
+from ecrs.errors import EcrsError, UnavailableError
 from ecrs.serving.triton_model import RecommendModel, model_parameters
 
 INPUT_NAMES = ("USER_ID", "USER_FEATURES", "TOP_N")
@@ -20,13 +20,6 @@ INPUT_NAMES = ("USER_ID", "USER_FEATURES", "TOP_N")
 
 class TritonPythonModel:
     def initialize(self, args):
-        # The stub adds TritonError to pb_utils only after importing this
-        # file, so the table is built here rather than at module level.
-        self.error_codes = {
-            NotFoundError: pb_utils.TritonError.NOT_FOUND,
-            InvalidInputError: pb_utils.TritonError.INVALID_ARG,
-            UnavailableError: pb_utils.TritonError.UNAVAILABLE,
-        }
         config = json.loads(args["model_config"])
         self.logger = pb_utils.Logger
         self.model = RecommendModel(
@@ -52,7 +45,8 @@ class TritonPythonModel:
         try:
             result = self.model.recommend(inputs)
         except EcrsError as exc:
-            code = self.error_codes.get(type(exc), pb_utils.TritonError.INTERNAL)
+            # Each request error's status is the name of its TritonError code.
+            code = getattr(pb_utils.TritonError, exc.status or "INTERNAL")
             return pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(str(exc), code)
             )

@@ -60,13 +60,18 @@ class Dataset:
         return self.items[self.schema.items.id].tolist()
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a Parquet or CSV table with every column as text."""
+def check_table_file(path: Path) -> None:
+    """Raise DataError unless ``path`` is an existing ``.parquet`` or ``.csv`` file."""
     _check_suffix(path)
     if not path.exists():
         raise DataError(
             f"table {path} does not exist; check the file name in schema.json"
         )
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a Parquet or CSV table with every column as text."""
+    check_table_file(path)
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
     return pd.read_csv(

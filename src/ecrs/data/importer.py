@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from ecrs.data.dataset import Dataset, as_text, read_table
+from ecrs.data.dataset import Dataset, as_text, check_table_file
 from ecrs.data.schema import DatasetSchema, EntityTable
 from ecrs.errors import ConfigError, DataError
 
@@ -199,24 +199,24 @@ def _read_checked(source: Path, file: str, columns: list[str], table: str) -> _T
     schema column is missing.
     """
     path = source / file
+    check_table_file(path)
     if path.suffix == ".csv":
         frame, lines, malformed = _read_csv_records(path, file, table)
     else:
-        frame, lines, malformed = _read_parquet(path, table), None, []
+        frame, malformed = _read_parquet(path, table), []
+        lines = np.arange(1, len(frame) + 1)  # 1-based row numbers
     missing = [column for column in columns if column not in frame.columns]
     if missing:
         raise DataError(
             f"the {table} table {path} lacks the column(s) {missing} that "
             f"schema.json names; its columns are {list(frame.columns)}"
         )
-    if lines is None:
-        lines = np.arange(1, len(frame) + 1)  # 1-based row numbers
     return _Table(frame[columns].reset_index(drop=True), lines, malformed)
 
 
 def _read_parquet(path: Path, table: str) -> pd.DataFrame:
     try:
-        return read_table(path)
+        return pd.read_parquet(path)
     except ValueError as exc:  # ArrowInvalid and other unreadable files
         raise DataError(
             f"cannot read the {table} table {path}: {exc}; "
@@ -232,8 +232,6 @@ def _read_csv_records(
     The csv module counts lines, so line numbers stay right when a quoted field
     spans lines. Blank lines are skipped and empty fields become None.
     """
-    if not path.is_file():
-        raise DataError(f"table {path} does not exist; check the file name in schema.json")
     records, starts, malformed = [], [], []
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
