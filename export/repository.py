@@ -36,6 +36,11 @@ from ecrs.training.checkpoint import Checkpoint
 logger = logging.getLogger(__name__)
 
 PARITY_ROWS = 256
+# Where the ONNX models run: the instance_group kind written into their configs.
+DEVICES = {
+    "cpu": model_config_pb2.ModelInstanceGroup.KIND_CPU,
+    "gpu": model_config_pb2.ModelInstanceGroup.KIND_GPU,
+}
 
 
 @dataclass(frozen=True)
@@ -98,12 +103,20 @@ def export_checkpoint(
     *,
     source: Path | None = None,
     version: int | None = None,
+    device: str = "cpu",
 ) -> ExportResult:
     """Export ``checkpoint`` as a new version of every ONNX model in ``served``.
 
-    Raises ``ExportError`` when a model's ONNX output differs from Paddle's,
-    before anything in ``served`` is changed.
+    ``device`` ("cpu" or "gpu") sets the instance kind of the ONNX models'
+    served configs; Triton's native ONNX Runtime backend runs KIND_GPU
+    instances with the CUDA execution provider. Raises ``ExportError`` when a
+    model's ONNX output differs from Paddle's, before anything in ``served``
+    is changed.
     """
+    if device not in DEVICES:
+        raise ExportError(
+            f"device {device!r} is invalid; export for one of {', '.join(DEVICES)}"
+        )
     source = source or source_repository()
     version = version or next_version(served)
     staging = served.parent / f".{served.name}-staging-{version}"
@@ -119,7 +132,9 @@ def export_checkpoint(
             checkpoint.encoder.save(folder)
         copy_source(source, served)
         for model in onnx_models(checkpoint):
-            write_config(source / model.name, served / model.name, model)
+            write_config(
+                source / model.name, served / model.name, model, device=device
+            )
             target = served / model.name / str(version)
             shutil.rmtree(target, ignore_errors=True)
             shutil.move(str(staging / model.name / str(version)), str(target))
@@ -151,9 +166,14 @@ def copy_source(source: Path, served: Path) -> None:
                 shutil.copy2(entry, target / entry.name)
 
 
-def write_config(source_model: Path, served_model: Path, model: OnnxModel) -> None:
-    """Write the served ``config.pbtxt`` with the exported tensors' dims."""
+def write_config(
+    source_model: Path, served_model: Path, model: OnnxModel, *, device: str = "cpu"
+) -> None:
+    """Write the served ``config.pbtxt`` with the exported tensors' dims and the
+    instance kind of ``device``."""
     config = read_config(source_model / CONFIG_FILE)
+    for group in config.instance_group:
+        group.kind = DEVICES[device]
     declared = {tensor.name: tensor for tensor in [*config.input, *config.output]}
     for spec in [*model.inputs, *model.outputs]:
         tensor = declared.get(spec.name)

@@ -147,6 +147,13 @@ def _add_model_commands(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="source model_repository/ with the configs (default: the one of this checkout)",
     )
+    export.add_argument(
+        "--device",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="where Triton runs the ONNX models: the instance kind of their "
+        "configs (default cpu; gpu needs Triton's native ONNX Runtime backend)",
+    )
     export.set_defaults(handler=commands.export_models)
 
     load = subparsers.add_parser(

@@ -91,7 +91,10 @@ def evaluate_checkpoint(args: argparse.Namespace, stack: StackConfig) -> int:
 def export_models(args: argparse.Namespace, stack: StackConfig) -> int:
     repository = args.repository or stack.model_repository
     result = export_checkpoint(
-        Checkpoint.load(args.checkpoint), repository, source=args.source_repository
+        Checkpoint.load(args.checkpoint),
+        repository,
+        source=args.source_repository,
+        device=args.device,
     )
     parity = ", ".join(f"{name} {diff:.1e}" for name, diff in result.parity.items())
     print(
