@@ -11,8 +11,8 @@ sets loaded into one Redis keep apart.
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -21,6 +21,7 @@ import redis
 
 from ecrs.config import StoreConfig
 from ecrs.errors import UnavailableError
+from ecrs.stores.redis_client import RedisClient, connect, get_many
 
 logger = logging.getLogger(__name__)
 
@@ -33,16 +34,12 @@ class FeatureStore:
     """Read and write raw user and item features in Redis."""
 
     def __init__(
-        self, config: StoreConfig, namespace: str, client: redis.Redis | None = None
+        self, config: StoreConfig, namespace: str, client: RedisClient | None = None
     ) -> None:
         self.prefix = f"{config.key_prefix}:{namespace}"
-        self.address = config.redis_url
-        self.client = client or redis.Redis.from_url(
-            config.redis_url,
-            socket_timeout=config.timeout_s,
-            socket_connect_timeout=config.timeout_s,
-            health_check_interval=30,
-        )
+        # The address in messages: the URL without its password.
+        self.address = config.redis_address
+        self.client = client or connect(config)
 
     def key(self, kind: str, entity_id: str) -> str:
         return f"{self.prefix}:{kind}:{entity_id}"
@@ -77,7 +74,9 @@ class FeatureStore:
         if not item_ids:
             return []
         with self._errors(f"read {len(item_ids)} items"):
-            return self.client.mget([self.key(ITEM, item_id) for item_id in item_ids])
+            return get_many(
+                self.client, [self.key(ITEM, item_id) for item_id in item_ids]
+            )
 
     def get_items(self, item_ids: Sequence[str]) -> list[dict[str, str] | None]:
         return [
@@ -86,7 +85,8 @@ class FeatureStore:
         ]
 
     def count(self, kind: str) -> int:
-        """Count stored users or items by scanning their keys."""
+        """Count stored users or items by scanning their keys (every primary
+        node's keys in a cluster)."""
         with self._errors(f"count {kind}s"):
             return sum(
                 1 for _ in self.client.scan_iter(self.key(kind, "*"), count=1000)
@@ -100,7 +100,25 @@ class FeatureStore:
     def _errors(self, action: str) -> Iterator[None]:
         try:
             yield
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except redis.AuthenticationError as exc:
+            raise UnavailableError(
+                f"Redis at {self.address} rejected the credentials ({action}): "
+                f"{exc}; check ECRS_REDIS_USERNAME and ECRS_REDIS_PASSWORD",
+                service="redis",
+            ) from exc
+        except redis.exceptions.NoPermissionError as exc:
+            raise UnavailableError(
+                f"Redis at {self.address} denied a command ({action}): {exc}; "
+                f"grant the ACL user the commands GET, MGET, SET and SCAN on keys "
+                f"{self.prefix}:*",
+                service="redis",
+            ) from exc
+        except (
+            redis.ConnectionError,
+            redis.TimeoutError,
+            redis.exceptions.ClusterError,
+            redis.exceptions.RedisClusterException,
+        ) as exc:
             raise UnavailableError(
                 f"Redis at {self.address} is unavailable ({action}): {exc}; "
                 "check that redis-server is running ('ecrs stack status')",

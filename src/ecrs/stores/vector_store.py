@@ -59,6 +59,9 @@ class VectorStore:
 
     def __init__(self, config: StoreConfig) -> None:
         self.uri = config.milvus_uri
+        # The address in messages: the URI without any password in it.
+        self.address = config.milvus_address
+        self.token = config.milvus_token
         self.prefix = config.key_prefix
         self.timeout_s = config.timeout_s
         self._client: MilvusClient | None = None
@@ -68,7 +71,9 @@ class VectorStore:
     def client(self) -> MilvusClient:
         if self._client is None:
             with self._errors("connect"):
-                self._client = MilvusClient(uri=self.uri, timeout=self.timeout_s)
+                self._client = MilvusClient(
+                    uri=self.uri, token=self.token or "", timeout=self.timeout_s
+                )
         return self._client
 
     def collection(self, version: int) -> str:
@@ -197,15 +202,22 @@ class VectorStore:
         except MilvusException as exc:
             if _is_missing_collection(exc):
                 raise UnavailableError(
-                    f"Milvus at {self.uri} has no collection for this request "
+                    f"Milvus at {self.address} has no collection for this request "
                     f"({action}): {exc.message}; load the stores for the served "
                     "version with 'ecrs load'",
+                    service="milvus",
+                ) from exc
+            if _is_auth_error(exc):
+                raise UnavailableError(
+                    f"Milvus at {self.address} rejected the credentials ({action}): "
+                    f"{exc.message}; check ECRS_MILVUS_TOKEN (user:password or an "
+                    "API key)",
                     service="milvus",
                 ) from exc
             if _is_connection_error(exc):
                 self._client = None
                 raise UnavailableError(
-                    f"Milvus at {self.uri} is unavailable ({action}): {exc.message}; "
+                    f"Milvus at {self.address} is unavailable ({action}): {exc.message}; "
                     "check that Milvus is running ('ecrs stack status')",
                     service="milvus",
                 ) from exc
@@ -215,6 +227,11 @@ class VectorStore:
 def _is_missing_collection(exc: MilvusException) -> bool:
     text = str(exc.message).lower()
     return "collection" in text and ("not found" in text or "not exist" in text)
+
+
+def _is_auth_error(exc: MilvusException) -> bool:
+    text = str(exc.message).lower()
+    return "auth" in text or "credential" in text or "password" in text
 
 
 def _is_connection_error(exc: MilvusException) -> bool:
