@@ -24,6 +24,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 from ecrs import commands
 from ecrs.config import Ports, StackConfig, default_state_dir
 from ecrs.errors import EcrsError
+from ecrs.stores.loader import LOAD_BATCH
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,6 +166,26 @@ def _add_model_commands(subparsers: argparse._SubParsersAction) -> None:
         type=_positive_int,
         default=None,
         help="model version (default: newest)",
+    )
+    load.add_argument(
+        "--repository",
+        type=Path,
+        default=None,
+        help="served model repository; with it, load the stores that ECRS_REDIS_URL, "
+        "ECRS_MILVUS_URI and the other ECRS_ variables name instead of the local "
+        "stack's",
+    )
+    load.add_argument(
+        "--triton-url",
+        default=None,
+        help="with --repository: Triton gRPC address (host:port) whose models to "
+        "reload after loading",
+    )
+    load.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=LOAD_BATCH,
+        help=f"items per batch, the work redone after a resume (default {LOAD_BATCH})",
     )
     load.set_defaults(handler=commands.load_data)
 

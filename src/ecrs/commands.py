@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 from ecrs import main_job
-from ecrs.config import StackConfig
+from ecrs.config import StackConfig, StoreConfig
 from ecrs.data.dataset import Dataset
+from ecrs.errors import ConfigError
 from ecrs.data.generate import generate_shop_dataset
 from ecrs.data.importer import ImportReport, import_dataset
 from ecrs.data.movielens import load_movielens
@@ -21,7 +22,7 @@ from ecrs.data.split import temporal_split
 from ecrs.evaluation.evaluate import CheckpointScorer, evaluate_scorer
 from ecrs.export.repository import export_checkpoint
 from ecrs.stack import launcher, running
-from ecrs.stores.loader import load_stores
+from ecrs.stores.loader import LoadResult, load_stores
 from ecrs.training.checkpoint import Checkpoint
 from ecrs.training.data import encode_dataset
 from ecrs.training.deepfm import DeepFMTraining
@@ -104,21 +105,62 @@ def export_models(args: argparse.Namespace, stack: StackConfig) -> int:
 
 
 def load_data(args: argparse.Namespace, stack: StackConfig) -> int:
-    live = running.running_config(stack.state_dir)
+    """Load the stores of the local stack, or with ``--repository``, the stores
+    that the environment names (ECRS_REDIS_URL, ECRS_MILVUS_URI, ...)."""
+    if args.triton_url and args.repository is None:
+        raise ConfigError(
+            f"--triton-url {args.triton_url} applies to --repository loads only; "
+            "drop it to load and reload the local stack"
+        )
+    live = None
+    if args.repository is None:
+        live = running.running_config(stack.state_dir)
+        repository, stores = live.model_repository, live.stores
+    else:
+        repository, stores = args.repository, StoreConfig.from_env()
+    print(
+        f"loading into Redis at {stores.redis_address} and Milvus at "
+        f"{stores.milvus_address}"
+    )
     result = load_stores(
         Dataset.load(args.data),
-        live.model_repository,
-        live.stores,
+        repository,
+        stores,
         version=args.version,
+        batch_size=args.batch_size,
+        show_progress=True,
+    )
+    _print_load_result(result)
+    _reload_after_load(args, live, repository)
+    return 0
+
+
+def _print_load_result(result: LoadResult) -> None:
+    resumed = (
+        f", resumed after {result.resumed_from} items" if result.resumed_from else ""
     )
     print(
         f"loaded {result.users} users and {result.items} items for version "
         f"{result.version} (Milvus collection {result.collection}, "
-        f"{result.index_type} index) in {result.seconds:.1f} s"
+        f"{result.index_type} index) in {result.seconds:.1f} s{resumed}"
     )
-    running.reload_models(live)
-    print(f"Triton now serves the newest exported version from {live.model_repository}")
-    return 0
+    print(
+        f"item vectors computed at {result.vector_rate:,.0f} items/s, features "
+        f"and vectors written at {result.write_rate:,.0f} items/s"
+    )
+
+
+def _reload_after_load(
+    args: argparse.Namespace, live: StackConfig | None, repository: Path
+) -> None:
+    if live is not None:
+        running.reload_models(live)
+        print(f"Triton now serves the newest exported version from {repository}")
+    elif args.triton_url:
+        running.reload_triton(args.triton_url)
+        print(f"Triton at {args.triton_url} now serves the newest exported version")
+    else:
+        print("no Triton reloaded; pass --triton-url to switch a running Triton")
 
 
 def start_servers(args: argparse.Namespace, stack: StackConfig) -> int:

@@ -95,3 +95,35 @@ def test_unknown_features_note_shows_values():
 
 def test_note_without_features_lists_names():
     assert "age, city" in unknown_features_note(["age", "city"], None)
+
+
+def test_load_triton_url_needs_repository(tmp_path, capsys):
+    code = main(
+        ["load", "--data", str(tmp_path), "--triton-url", "127.0.0.1:8001"]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "--triton-url 127.0.0.1:8001 applies to --repository loads only" in err
+
+
+def test_load_with_invalid_store_setting_names_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ECRS_REDIS_CLUSTER", "sometimes")
+    code = main(["load", "--data", str(tmp_path), "--repository", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "ECRS_REDIS_CLUSTER='sometimes' is invalid" in err
+
+
+def test_load_error_hides_redis_password(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ECRS_REDIS_URL", "ftp://ecrs:hunter2@127.0.0.1:9")
+    code = main(["load", "--data", str(tmp_path), "--repository", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "hunter2" not in err
+    assert "ftp://ecrs:***@127.0.0.1:9" in err
+
+
+def test_export_rejects_unknown_device(capsys):
+    with pytest.raises(SystemExit):
+        main(["export", "--checkpoint", "x", "--device", "tpu"])
+    assert "invalid choice: 'tpu'" in capsys.readouterr().err

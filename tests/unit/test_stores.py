@@ -7,6 +7,7 @@ from pymilvus import MilvusException
 from ecrs.config import StoreConfig
 from ecrs.errors import UnavailableError
 from ecrs.stores.feature_store import FeatureStore, encode_record
+from ecrs.stores.loader import fingerprint
 from ecrs.stores.vector_store import Index, VectorStore, collection_name
 
 
@@ -88,3 +89,11 @@ def test_index_choice_by_catalogue_size():
 
 def test_collection_name_carries_version():
     assert collection_name("ecrs", 7) == "ecrs_items_v7"
+
+
+def test_load_fingerprint_covers_version_and_order():
+    base = fingerprint(1, ["a", "b", "c"])
+    assert fingerprint(1, ["a", "b", "c"]) == base
+    assert fingerprint(2, ["a", "b", "c"]) != base
+    assert fingerprint(1, ["b", "a", "c"]) != base
+    assert fingerprint(1, ["ab", "c"]) != base

@@ -48,20 +48,26 @@ def ensure_running(config: StackConfig) -> StackConfig:
 
 
 def reload_models(config: StackConfig) -> None:
-    """Load every model again through Triton's repository API.
+    """Load every model of the local stack's Triton again (see ``reload_triton``)."""
+    reload_triton(config.triton_grpc_url, log_hint=f"see {config.logs_dir / 'triton.log'}")
+
+
+def reload_triton(triton_url: str, *, log_hint: str = "see Triton's log") -> None:
+    """Load every model again through the repository API of Triton at
+    ``triton_url`` (gRPC, host:port).
 
     Explicit model control loads a model's newest version and re-runs the
     Python models' ``initialize``, so a running server picks up a new export.
     The ONNX models load first because recommend_ensemble calls them.
     """
-    with grpcclient.InferenceServerClient(config.triton_grpc_url) as client:
+    with grpcclient.InferenceServerClient(triton_url) as client:
         for model in (*ONNX_MODELS, RECOMMEND):
             try:
                 client.load_model(model)
             except InferenceServerException as exc:
                 raise UnavailableError(
-                    f"Triton at {config.triton_grpc_url} failed to load {model}: "
-                    f"{exc.message()}; see {config.logs_dir / 'triton.log'}",
+                    f"Triton at {triton_url} failed to load {model}: "
+                    f"{exc.message()}; {log_hint}",
                     service="triton",
                 ) from exc
     logger.info("reloaded %s", ", ".join((*ONNX_MODELS, RECOMMEND)))

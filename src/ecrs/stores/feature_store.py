@@ -92,6 +92,19 @@ class FeatureStore:
                 1 for _ in self.client.scan_iter(self.key(kind, "*"), count=1000)
             )
 
+    def read_hash(self, key: str) -> dict[bytes, bytes]:
+        """Return the fields of the Redis hash ``key`` (empty when missing)."""
+        with self._errors(f"read {key}"):
+            return self.client.hgetall(key)
+
+    def write_hash(self, key: str, fields: Mapping[str, str | int]) -> None:
+        with self._errors(f"write {key}"):
+            self.client.hset(key, mapping=dict(fields))
+
+    def delete(self, key: str) -> None:
+        with self._errors(f"delete {key}"):
+            self.client.delete(key)
+
     def ping(self) -> None:
         with self._errors("ping"):
             self.client.ping()

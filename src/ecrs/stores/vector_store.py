@@ -107,6 +107,23 @@ class VectorStore:
 
     def insert(self, name: str, ids: Sequence[str], vectors: np.ndarray) -> None:
         """Insert vectors in batches, flush, and wait until they are searchable."""
+        self.write(name, ids, vectors)
+        self.finish(name, len(ids))
+
+    def write(
+        self,
+        name: str,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        *,
+        replace: bool = False,
+    ) -> None:
+        """Write vectors in batches of ``INSERT_BATCH`` rows.
+
+        Milvus keeps every inserted row, even one whose id is already there.
+        With ``replace``, each row is upserted instead, which replaces any row
+        of the same id: the way to write rows that may already be stored.
+        """
         with self._errors(f"insert into {name}"):
             for start in range(0, len(ids), INSERT_BATCH):
                 rows = [
@@ -116,31 +133,44 @@ class VectorStore:
                         vectors[start : start + INSERT_BATCH],
                     )
                 ]
-                self.client.insert(name, rows)
+                if replace:
+                    self.client.upsert(name, rows)
+                else:
+                    self.client.insert(name, rows)
+
+    def finish(self, name: str, expected: int) -> int:
+        """Flush and load ``name``, wait until ``expected`` rows are searchable,
+        and return the row count."""
+        with self._errors(f"flush {name}"):
             self.client.flush(name)
             self.client.load_collection(name)
-        self.wait_visible(name, len(ids))
+        return self.wait_visible(name, expected)
 
-    def wait_visible(self, name: str, expected: int, timeout_s: float = 60.0) -> None:
-        """Block until a Strong count sees ``expected`` rows in ``name``."""
+    def wait_visible(self, name: str, expected: int, timeout_s: float = 60.0) -> int:
+        """Block until a Strong count sees ``expected`` rows in ``name``; return
+        the count, which exceeds ``expected`` when rows were inserted twice."""
         deadline = time.monotonic() + timeout_s
         count = -1
         while time.monotonic() < deadline:
-            with self._errors(f"count {name}"):
-                rows = self.client.query(
-                    name,
-                    filter="",
-                    output_fields=["count(*)"],
-                    consistency_level="Strong",
-                )
-            count = int(rows[0]["count(*)"])
+            count = self.count(name)
             if count >= expected:
-                return
+                return count
             time.sleep(0.5)
         raise StackError(
             f"Milvus collection {name} shows {count} of {expected} vectors after "
             f"{timeout_s:.0f} s; check the Milvus log in the state folder"
         )
+
+    def count(self, name: str) -> int:
+        """Count the rows of ``name`` with Strong consistency."""
+        with self._errors(f"count {name}"):
+            rows = self.client.query(
+                name,
+                filter="",
+                output_fields=["count(*)"],
+                consistency_level="Strong",
+            )
+        return int(rows[0]["count(*)"])
 
     def search(
         self,
