@@ -10,13 +10,20 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from ecrs.errors import EcrsError, InvalidInputError, NotFoundError, UnavailableError
+from ecrs.errors import (
+    ConfigError,
+    EcrsError,
+    InvalidInputError,
+    NotFoundError,
+    UnavailableError,
+)
 
 DEFAULT_URL = "127.0.0.1:8001"
 MODEL_NAME = "recommend_ensemble"
@@ -47,10 +54,39 @@ class Recommendations(list):
 class RecommendClient:
     """Request recommendations from a Triton server over gRPC."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        timeout_s: float = 10.0,
+        root_certificates: str | None = None,
+        private_key: str | None = None,
+        certificate_chain: str | None = None,
+    ) -> None:
+        """Open a channel to ``url`` (host:port).
+
+        Any of the PEM file paths turns on TLS. ``root_certificates`` verifies
+        a server that runs with ``--grpc-use-ssl=true``. ``private_key`` and
+        ``certificate_chain`` identify this client to a server that runs with
+        ``--grpc-use-ssl-mutual=true``.
+        """
         self.url = url
         self.timeout_s = timeout_s
-        self._client = grpcclient.InferenceServerClient(url=url)
+        files = [root_certificates, private_key, certificate_chain]
+        # Checked here because tritonclient fails on a missing file half-way
+        # through its constructor.
+        for path in files:
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(
+                    f"the TLS file {path} does not exist; pass the path of a PEM file"
+                )
+        self._client = grpcclient.InferenceServerClient(
+            url=url,
+            ssl=any(files),
+            root_certificates=root_certificates,
+            private_key=private_key,
+            certificate_chain=certificate_chain,
+        )
 
     def recommend(
         self,

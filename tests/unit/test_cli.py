@@ -3,7 +3,8 @@ import pytest
 from ecrs.cli import main
 from ecrs.client.cli import format_table, unknown_features_note
 from ecrs.client.cli import main as client_main
-from ecrs.client.client import RecommendedItem
+from ecrs.client.client import RecommendClient, RecommendedItem
+from ecrs.errors import ConfigError
 
 
 def test_generate_writes_data_set(tmp_path, capsys):
@@ -127,3 +128,9 @@ def test_export_rejects_unknown_device(capsys):
     with pytest.raises(SystemExit):
         main(["export", "--checkpoint", "x", "--device", "tpu"])
     assert "invalid choice: 'tpu'" in capsys.readouterr().err
+
+
+def test_client_missing_tls_file_names_it(tmp_path):
+    missing = tmp_path / "ca.pem"
+    with pytest.raises(ConfigError, match=f"the TLS file {missing} does not exist"):
+        RecommendClient("127.0.0.1:1", root_certificates=str(missing))
