@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from ecrs.errors import ConfigError
 
@@ -58,7 +58,11 @@ class StoreConfig:
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.redis_url)
-        if parts.scheme not in REDIS_SCHEMES or not parts.hostname:
+        if (
+            parts.scheme not in REDIS_SCHEMES
+            or not parts.hostname
+            or not _has_valid_port(parts)
+        ):
             raise ConfigError(
                 f"Redis URL {masked_url(self.redis_url)!r} is invalid; set "
                 f"{REDIS_URL_ENV} to redis://HOST:PORT/DB or rediss://HOST:PORT/DB "
@@ -104,7 +108,9 @@ class StoreConfig:
             redis_url=environ.get(REDIS_URL_ENV, defaults.redis_url),
             redis_username=environ.get(REDIS_USERNAME_ENV) or None,
             redis_password=environ.get(REDIS_PASSWORD_ENV) or None,
-            redis_cluster=parse_flag(environ.get(REDIS_CLUSTER_ENV, ""), REDIS_CLUSTER_ENV),
+            redis_cluster=parse_flag(
+                environ.get(REDIS_CLUSTER_ENV, ""), REDIS_CLUSTER_ENV
+            ),
             milvus_uri=environ.get(MILVUS_URI_ENV, defaults.milvus_uri),
             milvus_token=environ.get(MILVUS_TOKEN_ENV) or None,
             key_prefix=environ.get(KEY_PREFIX_ENV, defaults.key_prefix),
@@ -113,35 +119,37 @@ class StoreConfig:
     def to_env(self) -> dict[str, str]:
         """Return the environment variables that ``from_env`` reads back.
 
-        The result contains the secrets: pass it to a child process, never print it.
+        Unset credentials are empty strings, so that they replace any inherited
+        from the parent's environment. The result contains the secrets: pass
+        it to a child process, never print it.
         """
-        env = {
+        return {
             REDIS_URL_ENV: self.redis_url,
+            REDIS_USERNAME_ENV: self.redis_username or "",
+            REDIS_PASSWORD_ENV: self.redis_password or "",
             REDIS_CLUSTER_ENV: "1" if self.redis_cluster else "0",
             MILVUS_URI_ENV: self.milvus_uri,
+            MILVUS_TOKEN_ENV: self.milvus_token or "",
             KEY_PREFIX_ENV: self.key_prefix,
         }
-        optional = {
-            REDIS_USERNAME_ENV: self.redis_username,
-            REDIS_PASSWORD_ENV: self.redis_password,
-            MILVUS_TOKEN_ENV: self.milvus_token,
-        }
-        env.update({name: value for name, value in optional.items() if value})
-        return env
 
 
 def masked_url(url: str) -> str:
     """Return ``url`` with the password of its user part replaced by ``***``."""
     parts = urlsplit(url)
-    if parts.password is None:
+    user_info, at, host_port = parts.netloc.rpartition("@")
+    user, colon, _ = user_info.partition(":")
+    if not at or not colon:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:  # an IPv6 address
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    netloc = f"{user}:{MASK}@{host}{port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host_port}"))
+
+
+def _has_valid_port(parts: SplitResult) -> bool:
+    try:
+        parts.port  # raises ValueError for a port that is not 0 to 65535
+    except ValueError:
+        return False
+    return True
 
 
 def parse_flag(text: str, name: str) -> bool:

@@ -41,7 +41,7 @@ def test_defaults_have_no_credentials():
     assert config.redis_password is None
     assert config.milvus_token is None
     assert config.redis_cluster is False
-    assert "ECRS_REDIS_PASSWORD" not in config.to_env()
+    assert config.to_env()["ECRS_REDIS_PASSWORD"] == ""
 
 
 def test_repr_hides_secrets():
@@ -83,6 +83,11 @@ def test_invalid_redis_url_names_value_without_password():
         StoreConfig(redis_url="http://:pw@127.0.0.1:6379")
     assert "pw@" not in str(info.value)
     assert "http://:***@127.0.0.1:6379" in str(info.value)
+
+
+def test_invalid_port_is_config_error():
+    with pytest.raises(ConfigError, match="redis://:\\*\\*\\*@127.0.0.1:99999/0"):
+        StoreConfig(redis_url="redis://:pw@127.0.0.1:99999/0")
 
 
 def test_password_in_url_and_setting_is_rejected():

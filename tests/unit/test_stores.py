@@ -97,3 +97,31 @@ def test_load_fingerprint_covers_version_and_order():
     assert fingerprint(2, ["a", "b", "c"]) != base
     assert fingerprint(1, ["b", "a", "c"]) != base
     assert fingerprint(1, ["ab", "c"]) != base
+
+
+def test_milvus_token_reaches_client_not_messages(monkeypatch):
+    opened = {}
+
+    class RecordingClient:
+        def __init__(self, **kwargs):
+            opened.update(kwargs)
+
+    monkeypatch.setattr("ecrs.stores.vector_store.MilvusClient", RecordingClient)
+    store = VectorStore(
+        StoreConfig(milvus_uri="http://root:uripass@127.0.0.1:9", milvus_token="t0k")
+    )
+    assert isinstance(store.client, RecordingClient)
+    assert opened["token"] == "t0k"
+    assert opened["uri"] == "http://root:uripass@127.0.0.1:9"
+    with pytest.raises(UnavailableError) as info:
+        milvus_error(store, "Fail connecting to server on 127.0.0.1:9")
+    assert "uripass" not in str(info.value)
+    assert "t0k" not in str(info.value)
+    assert "http://root:***@127.0.0.1:9" in str(info.value)
+
+
+def test_milvus_auth_error_names_token_variable():
+    store = VectorStore(StoreConfig(milvus_token="root:wrong"))
+    with pytest.raises(UnavailableError, match="ECRS_MILVUS_TOKEN") as info:
+        milvus_error(store, "auth check failure, please check username and password")
+    assert "root:wrong" not in str(info.value)
