@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="request deadline in seconds (default 10)",
     )
+    _add_tls_options(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     recommend = commands.add_parser("recommend", help="recommend items for one user")
     user = recommend.add_mutually_exclusive_group(required=True)
@@ -44,11 +45,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_tls_options(parser: argparse.ArgumentParser) -> None:
+    tls_files = {
+        "--root-certificates": "PEM file of the CA that signed Triton's gRPC "
+        "certificate; turns on TLS",
+        "--private-key": "PEM private key of this client, for mutual TLS",
+        "--certificate-chain": "PEM certificate chain of this client, for mutual TLS",
+    }
+    for flag, help_text in tls_files.items():
+        parser.add_argument(flag, default=None, help=help_text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         features = _parse_features(args.features)
-        with RecommendClient(args.url, timeout_s=args.timeout) as client:
+        with RecommendClient(
+            args.url,
+            timeout_s=args.timeout,
+            root_certificates=args.root_certificates,
+            private_key=args.private_key,
+            certificate_chain=args.certificate_chain,
+        ) as client:
             items = client.recommend(
                 user_id=args.user_id, user_features=features, top_n=args.top_n
             )

@@ -189,6 +189,8 @@ class StackConfig:
     # Stores outside the stack, which Triton's models then use instead of the
     # stack's own Redis and Milvus (a Redis Cluster, say).
     external_stores: StoreConfig | None = None
+    # Further tritonserver flags, such as the gRPC TLS settings.
+    triton_args: tuple[str, ...] = ()
 
     @property
     def stores(self) -> StoreConfig:

@@ -276,3 +276,56 @@ def cluster_triton(
 def cluster_client(cluster_triton: StackConfig) -> Iterator[RecommendClient]:
     with RecommendClient(cluster_triton.triton_grpc_url) as recommend_client:
         yield recommend_client
+
+
+def make_certificates(folder: Path) -> dict[str, Path]:
+    """Write a test CA and a server certificate for 127.0.0.1 signed by it."""
+    paths = {
+        name: folder / name
+        for name in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt")
+    }
+    extensions = folder / "san.ext"
+    extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    commands = [
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", paths["ca.key"], "-out", paths["ca.crt"], "-subj", "/CN=ecrs test CA"],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout",
+         paths["server.key"], "-out", paths["server.csr"], "-subj", "/CN=localhost"],
+        ["openssl", "x509", "-req", "-in", paths["server.csr"], "-CA", paths["ca.crt"],
+         "-CAkey", paths["ca.key"], "-CAcreateserial", "-days", "1",
+         "-out", paths["server.crt"], "-extfile", extensions],
+    ]  # fmt: skip
+    for command in commands:
+        result = subprocess.run(
+            [str(part) for part in command], capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tls_triton(
+    stack: StackConfig,
+    loaded: LoadResult,
+    small_checkpoint: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[StackConfig, dict[str, Path]]]:
+    """A tritonserver that serves gRPC over TLS only, with the session
+    stack's stores; yields its settings and the certificate files."""
+    certificates = make_certificates(tmp_path_factory.mktemp("certs"))
+    config = StackConfig(
+        state_dir=tmp_path_factory.mktemp("tls-stack"),
+        ports=pick_free_ports(),
+        external_stores=stack.stores,
+        triton_args=(
+            "--grpc-use-ssl=true",
+            f"--grpc-server-cert={certificates['server.crt']}",
+            f"--grpc-server-key={certificates['server.key']}",
+        ),
+    )
+    export_checkpoint(Checkpoint.load(small_checkpoint), config.model_repository)
+    start_stack(config, services=("triton",))
+    try:
+        yield config, certificates
+    finally:
+        stop_stack(config.state_dir)

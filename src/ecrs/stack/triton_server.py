@@ -214,6 +214,7 @@ def triton_command(
         f"--metrics-address={host}",
         f"--metrics-port={ports.triton_metrics}",
         "--log-verbose=0",
+        *config.triton_args,
     ]
 
 
