@@ -30,6 +30,9 @@ REDIS_SCHEMES = ("redis", "rediss")
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("", "0", "false", "no", "off")
 MASK = "***"
+# The user and password that Milvus creates when authentication is on
+# (Milvus 2.3 documentation, "Authenticate User Access").
+MILVUS_ROOT_TOKEN = "root:Milvus"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,6 +194,9 @@ class StackConfig:
     external_stores: StoreConfig | None = None
     # Further tritonserver flags, such as the gRPC TLS settings.
     triton_args: tuple[str, ...] = ()
+    # Start Milvus with user authentication; clients then log in as its
+    # built-in user (MILVUS_ROOT_TOKEN).
+    milvus_auth: bool = False
 
     @property
     def stores(self) -> StoreConfig:
@@ -199,6 +205,7 @@ class StackConfig:
         return StoreConfig(
             redis_url=f"redis://{self.host}:{self.ports.redis}/0",
             milvus_uri=f"http://{self.host}:{self.ports.milvus}",
+            milvus_token=MILVUS_ROOT_TOKEN if self.milvus_auth else None,
         )
 
     @property

@@ -26,6 +26,7 @@ to a mode that is off here, so nothing listens on it.
 
 from __future__ import annotations
 
+import base64
 import importlib.metadata
 import importlib.util
 import lzma
@@ -40,7 +41,7 @@ from pathlib import Path
 import grpc
 from pymilvus.grpc_gen import milvus_pb2, milvus_pb2_grpc
 
-from ecrs.config import StackConfig
+from ecrs.config import MILVUS_ROOT_TOKEN, StackConfig
 from ecrs.errors import StackError
 from ecrs.stack.ports import ALL_INTERFACES, free_ports
 from ecrs.stack.processes import ServerSpec
@@ -240,7 +241,9 @@ def write_configs(config: StackConfig, ports: MilvusPorts, milvus_dir: Path) -> 
     etcd_config.write_text(etcd_config_text(config.host, ports, etcd_data))
 
     template = (package_dir() / "data" / "config.yaml.template").read_text()
-    text = render_template(template, _template_values(config.host, ports, data_dir))
+    values = _template_values(config.host, ports, data_dir)
+    values["authorization_enabled"] = config.milvus_auth
+    text = render_template(template, values)
     overrides: dict[str, object] = {f"{name}.ip": config.host for name in COMPONENTS}
     overrides["common.gracefulStopTimeout"] = GRACEFUL_STOP_TIMEOUT_S
     overrides["common.session.ttl"] = SESSION_TTL_S
@@ -278,13 +281,14 @@ def _template_values(
     }
 
 
-def milvus_is_ready(host: str, ports: MilvusPorts) -> bool:
+def milvus_is_ready(host: str, ports: MilvusPorts, token: str | None = None) -> bool:
     """Return whether Milvus reports itself healthy and lists collections.
 
     Checks ``/healthz`` on the HTTP port, then CheckHealth and ShowCollections
-    on the proxy's gRPC port, the one that clients use.
+    on the proxy's gRPC port, the one that clients use, logged in with
+    ``token`` (user:password) when given.
     """
-    return _healthz_ok(host, ports.http) and _proxy_serves(host, ports.proxy)
+    return _healthz_ok(host, ports.http) and _proxy_serves(host, ports.proxy, token)
 
 
 def _healthz_ok(host: str, http_port: int) -> bool:
@@ -299,19 +303,29 @@ def _healthz_ok(host: str, http_port: int) -> bool:
         return False
 
 
-def _proxy_serves(host: str, port: int) -> bool:
+def _proxy_serves(host: str, port: int, token: str | None) -> bool:
     # gRPC would otherwise route through an http_proxy from the environment.
     options = [("grpc.enable_http_proxy", 0)]
+    # Milvus reads credentials from this metadata entry, base64-encoded.
+    metadata = (
+        [("authorization", base64.b64encode(token.encode()).decode())]
+        if token
+        else []
+    )
     with grpc.insecure_channel(f"{host}:{port}", options=options) as channel:
         stub = milvus_pb2_grpc.MilvusServiceStub(channel)
         try:
             health = stub.CheckHealth(
-                milvus_pb2.CheckHealthRequest(), timeout=PROBE_TIMEOUT_S
+                milvus_pb2.CheckHealthRequest(),
+                timeout=PROBE_TIMEOUT_S,
+                metadata=metadata,
             )
             if not health.isHealthy:
                 return False
             collections = stub.ShowCollections(
-                milvus_pb2.ShowCollectionsRequest(), timeout=PROBE_TIMEOUT_S
+                milvus_pb2.ShowCollectionsRequest(),
+                timeout=PROBE_TIMEOUT_S,
+                metadata=metadata,
             )
         except grpc.RpcError:
             return False
@@ -331,6 +345,7 @@ def milvus_spec(
     extract_binaries(package_dir() / "data" / "bin", bin_dir)
     ports = MilvusPorts.pick(config.ports.milvus)
     milvus_yaml = write_configs(config, ports, milvus_dir)
+    token = MILVUS_ROOT_TOKEN if config.milvus_auth else None
 
     library_path = os.pathsep.join(
         part for part in (str(bin_dir), os.environ.get("LD_LIBRARY_PATH", "")) if part
@@ -356,6 +371,6 @@ def milvus_spec(
         log_path=config.logs_dir / f"{NAME}.log",
         ports=ports.as_dict(),
         port_checks=checks,
-        probe=lambda: milvus_is_ready(config.host, ports),
+        probe=lambda: milvus_is_ready(config.host, ports, token),
         ready_timeout_s=ready_timeout_s,
     )

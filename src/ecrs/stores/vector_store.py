@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import grpc
 import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 
@@ -147,8 +148,8 @@ class VectorStore:
         return self.wait_visible(name, expected)
 
     def wait_visible(self, name: str, expected: int, timeout_s: float = 60.0) -> int:
-        """Block until a Strong count sees ``expected`` rows in ``name``; return
-        the count, which exceeds ``expected`` when rows were inserted twice."""
+        """Block until a Strong count returns at least ``expected`` rows in ``name``;
+        return the count, which exceeds ``expected`` when rows were inserted twice."""
         deadline = time.monotonic() + timeout_s
         count = -1
         while time.monotonic() < deadline:
@@ -238,12 +239,7 @@ class VectorStore:
                     service="milvus",
                 ) from exc
             if _is_auth_error(exc):
-                raise UnavailableError(
-                    f"Milvus at {self.address} rejected the credentials ({action}): "
-                    f"{exc.message}; check ECRS_MILVUS_TOKEN (user:password or an "
-                    "API key)",
-                    service="milvus",
-                ) from exc
+                raise self._credentials_error(action, exc.message) from exc
             if _is_connection_error(exc):
                 self._client = None
                 raise UnavailableError(
@@ -252,6 +248,25 @@ class VectorStore:
                     service="milvus",
                 ) from exc
             raise
+        except grpc.RpcError as exc:
+            # pymilvus lets gRPC errors of its connection set-up through as they are.
+            self._client = None
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+            if code == grpc.StatusCode.UNAUTHENTICATED:
+                raise self._credentials_error(action, details) from exc
+            raise UnavailableError(
+                f"Milvus at {self.address} is unavailable ({action}): {details}; "
+                "check that Milvus is running ('ecrs stack status')",
+                service="milvus",
+            ) from exc
+
+    def _credentials_error(self, action: str, details: str) -> UnavailableError:
+        return UnavailableError(
+            f"Milvus at {self.address} rejected the credentials ({action}): "
+            f"{details}; check ECRS_MILVUS_TOKEN (user:password or an API key)",
+            service="milvus",
+        )
 
 
 def _is_missing_collection(exc: MilvusException) -> bool:
