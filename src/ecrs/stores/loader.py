@@ -1,7 +1,8 @@
 """Load a data set into the stores for one exported model version.
 
-Raw user and item features go to Redis; item vectors, computed with the
-exported item tower of the version, go to that version's Milvus collection.
+Raw user and item features and each user's interactions go to Redis; item
+vectors, computed with the exported item tower of the version, go to that
+version's Milvus collection.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class LoadResult:
     collection: str
     users: int
     items: int
+    interactions: int
     index_type: str
     seconds: float
 
@@ -48,7 +50,19 @@ def load_stores(
     item_ids, item_records = entity_records(dataset.items, schema.items.id)
     features.write(USER, user_ids, user_records)
     features.write(ITEM, item_ids, item_records)
-    logger.info("wrote %d users and %d items to Redis", len(user_ids), len(item_ids))
+    spec = schema.interactions
+    interactions = dataset.interactions
+    features.write_interactions(
+        interactions[spec.user_id].astype(str).tolist(),
+        interactions[spec.item_id].astype(str).tolist(),
+        interactions[spec.timestamp].tolist(),
+    )
+    logger.info(
+        "wrote %d users, %d items and %d interactions to Redis",
+        len(user_ids),
+        len(item_ids),
+        len(interactions),
+    )
 
     vectors = models.item_tower(models.encoder.encode_items(item_ids, item_records))
     store = VectorStore(stores)
@@ -68,6 +82,7 @@ def load_stores(
         collection,
         len(user_ids),
         len(item_ids),
+        len(interactions),
         index.index_type,
         time.perf_counter() - started,
     )
