@@ -250,24 +250,22 @@ def _add_bad_share(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive_int(text: str) -> int:
+def _integer(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not positive; pass 1 or more")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} is below {minimum}; pass {minimum} or more")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _integer(text, 1)
 
 
 def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative; pass 0 or more")
-    return value
+    return _integer(text, 0)
 
 
 def _port(text: str) -> int:

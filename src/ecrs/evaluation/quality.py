@@ -1,10 +1,10 @@
 """The full quality evaluation: every method, the cold-start run, the served path.
 
-``run_quality`` trains the models on the main split (or takes a trained
-checkpoint), evaluates them with the reference baselines, trains a second
-pair of models without the cold-start users and evaluates those users as new
-users, and, when asked, evaluates the served path against the offline
-numbers. ``QualityRun`` holds everything the quality page shows.
+``run_quality`` trains the models on the main split, or takes a trained
+checkpoint, and evaluates them beside the reference baselines. It then trains
+a second pair of models without the cold-start users and evaluates those
+users as new users. On request, it also evaluates the served path against the
+offline numbers. ``QualityRun`` holds everything the quality page shows.
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def compare_served(
     offline: EvaluationReport,
     state_dir: Path,
 ) -> ServedComparison:
-    """Evaluate the two-stage answer through Triton with the offline protocol."""
+    """Evaluate the two-stage ranking through Triton with the offline protocol."""
     spec = dataset.schema.interactions
     relevant = heldout.groupby(spec.user_id)[spec.item_id].agg(set).to_dict()
     served = served_rankings(
@@ -217,7 +217,7 @@ def compare_served(
 
 
 def quality_targets(run: QualityRun) -> list[Target]:
-    """The goals the quality page checks, from the run's own numbers."""
+    """Return the goals the quality page checks, from the run's own numbers."""
     methods = run.main.methods
     targets = [
         Target("two-tower recall@50 >= 0.33", methods[TWO_TOWER]["recall@50"], 0.33),
@@ -286,7 +286,7 @@ def settings_summary(
 
 
 def machine_summary() -> dict[str, Any]:
-    """The CPU, core count and library versions the run used."""
+    """Return the CPU, core count and library versions the run used."""
     import onnxruntime
     import paddle
 

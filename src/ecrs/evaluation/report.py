@@ -27,10 +27,11 @@ the last 20% of each user's training interactions. The two-stage method
 re-ranks the two-tower model's top 200 unseen items by DeepFM's logit plus
 the two-tower logit (similarity over temperature), as the server does.
 
-Cold start: a seeded 10% of the users lose all their interactions from
-training; a second pair of models is trained without them, and they are
-served as new users from their raw features alone (no id, no history). All
-of their interactions are the items to find, and nothing is excluded."""
+Cold start: 10% of the users, drawn with a fixed seed, lose all their
+interactions from training. A second pair of models is trained without them,
+and they are served as new users from their raw features alone (no id, no
+history). All of their interactions are the items to find, and nothing is
+excluded."""
 
 
 def report_paths(page: Path) -> tuple[Path, Path]:

@@ -135,7 +135,7 @@ class Recommender:
     ) -> Candidates:
         """Search the collection with the user tower's vector.
 
-        Items in ``exclude`` are left out: the search asks for that many more
+        Items in ``exclude`` are left out: the search requests that many more
         results and drops them, so ``limit`` candidates remain whenever the
         collection has enough other items.
         """

@@ -139,7 +139,7 @@ def histories(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return each pair's history before it and each user's latest history.
 
-    A history holds the codes of the last ``length`` distinct items, most
+    A history contains the codes of the last ``length`` distinct items, most
     recent first, with 0 in empty slots: an item repeated in time counts once,
     at its latest position, as in the served sorted set. ``pairs`` must be
     ordered by user, then time. The second result has one row per user
