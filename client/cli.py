@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--top-n", type=int, help="number of items to return (default: the server's)"
     )
     recommend.add_argument(
+        "--exclude-seen",
+        action="store_true",
+        help="leave out the items a known user interacted with",
+    )
+    recommend.add_argument(
         "--json", action="store_true", help="print JSON instead of a table"
     )
     return parser
@@ -68,7 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             certificate_chain=args.certificate_chain,
         ) as client:
             items = client.recommend(
-                user_id=args.user_id, user_features=features, top_n=args.top_n
+                user_id=args.user_id,
+                user_features=features,
+                top_n=args.top_n,
+                exclude_seen=args.exclude_seen,
             )
     except EcrsError as exc:
         status = f"{exc.status}: " if exc.status else ""

@@ -94,10 +94,17 @@ class RecommendClient:
         user_id: str | None = None,
         user_features: Mapping[str, Any] | None = None,
         top_n: int | None = None,
+        exclude_seen: bool = False,
     ) -> Recommendations:
-        """Recommend for a known ``user_id`` or a new user's ``user_features``."""
+        """Recommend for a known ``user_id`` or a new user's ``user_features``.
+
+        With ``exclude_seen``, items the user interacted with are left out.
+        """
         inputs = request_inputs(
-            user_id=user_id, user_features=user_features, top_n=top_n
+            user_id=user_id,
+            user_features=user_features,
+            top_n=top_n,
+            exclude_seen=exclude_seen,
         )
         try:
             result = self._client.infer(
@@ -128,6 +135,7 @@ def request_inputs(
     user_id: str | None,
     user_features: Mapping[str, Any] | None,
     top_n: int | None,
+    exclude_seen: bool = False,
 ) -> list[grpcclient.InferInput]:
     if (user_id is None) == (user_features is None):
         raise InvalidInputError(
@@ -142,6 +150,10 @@ def request_inputs(
         top = grpcclient.InferInput("TOP_N", [1], "INT32")
         top.set_data_from_numpy(np.array([top_n], dtype=np.int32))
         inputs.append(top)
+    if exclude_seen:
+        flag = grpcclient.InferInput("EXCLUDE_SEEN", [1], "BOOL")
+        flag.set_data_from_numpy(np.array([True]))
+        inputs.append(flag)
     return inputs
 
 

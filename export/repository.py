@@ -3,7 +3,7 @@
 ``model_repository/`` in git contains every model's ``config.pbtxt`` and the
 Python models' code. Exporting a checkpoint copies those into the served
 repository (in the state folder, never in git), adds a new version folder
-``<N>/model.onnx`` to each ONNX model, saves the checkpoint's encoder beside
+``<N>/model.onnx`` to each ONNX model, saves the checkpoint's encoder and scoring beside
 each ``model.onnx``, and fills in the tensor dims that depend on the data
 set's schema.
 """
@@ -130,6 +130,7 @@ def export_checkpoint(
                 model, onnx_path, sample_feeds(model, checkpoint.encoder)
             )
             checkpoint.encoder.save(folder)
+            checkpoint.scoring().save(folder)
         copy_source(source, served)
         for model in onnx_models(checkpoint):
             write_config(

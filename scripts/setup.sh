@@ -69,7 +69,7 @@ else
 fi
 log "installing ECRS and its dependencies into $venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet "$root[local,test]"
+"$venv/bin/python" -m pip install --quiet "$root[local,test,report]"
 # Reinstall the project itself even when its version number did not change.
 "$venv/bin/python" -m pip install --quiet --no-deps --force-reinstall "$root"
 log "ready: $venv/bin/ecrs"

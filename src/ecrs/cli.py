@@ -105,30 +105,44 @@ def _add_model_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--out", type=Path, required=True, help="checkpoint folder to write"
     )
-    train.add_argument("--dim", type=_positive_int, default=64, help="vector dimension")
-    train.add_argument(
-        "--epochs",
-        type=_positive_int,
-        default=None,
-        help="two-tower epochs (default 10)",
-    )
-    train.add_argument(
-        "--ranker-epochs",
-        type=_positive_int,
-        default=None,
-        help="DeepFM epochs (default 4)",
-    )
-    train.add_argument("--seed", type=int, default=0, help="random seed")
+    _add_training_options(train)
     train.set_defaults(handler=commands.train_models)
 
     evaluate = subparsers.add_parser(
-        "evaluate", help="print held-out metrics of a checkpoint and the baselines"
+        "evaluate",
+        help="train and evaluate against baselines, cold start and the served path",
+        description=(
+            "Evaluate on the held-out interactions: popularity, item KNN, EASE, "
+            "two-tower recall and two-tower + DeepFM, then a cold-start run. "
+            "Trains on the training split unless --checkpoint is given."
+        ),
     )
     evaluate.add_argument("--data", type=Path, required=True, help="data set folder")
     evaluate.add_argument(
-        "--checkpoint", type=Path, required=True, help="checkpoint folder"
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="evaluate this checkpoint instead of training one",
     )
-    evaluate.set_defaults(handler=commands.evaluate_checkpoint)
+    evaluate.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="write a Markdown page here, with a JSON copy and a PNG of training curves",
+    )
+    evaluate.add_argument(
+        "--served",
+        action="store_true",
+        help="also evaluate through Triton on a private stack and compare",
+    )
+    evaluate.add_argument(
+        "--cold-start-share",
+        type=float,
+        default=0.1,
+        help="share of users held out of training as new users (default 0.1; 0 skips)",
+    )
+    _add_training_options(evaluate)
+    evaluate.set_defaults(handler=commands.evaluate_models)
 
     export = subparsers.add_parser(
         "export", help="export a checkpoint as a new version of the served repository"
@@ -220,6 +234,29 @@ def _add_main_command(subparsers: argparse._SubParsersAction) -> None:
     main.set_defaults(handler=commands.run_main_job)
 
 
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dim", type=_positive_int, default=64, help="vector dimension")
+    parser.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help="two-tower epochs (default 10)",
+    )
+    parser.add_argument(
+        "--ranker-epochs",
+        type=_positive_int,
+        default=None,
+        help="DeepFM epochs (default 4)",
+    )
+    parser.add_argument(
+        "--history",
+        type=_non_negative_int,
+        default=20,
+        help="recent items per user the models read (default 20; 0 for none)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+
+
 def _add_ports(parser: argparse.ArgumentParser) -> None:
     defaults = Ports()
     for name in ("redis", "milvus", "triton_grpc", "triton_http", "triton_metrics"):
@@ -241,14 +278,22 @@ def _add_bad_share(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive_int(text: str) -> int:
+def _integer(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not positive; pass 1 or more")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} is below {minimum}; pass {minimum} or more")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _integer(text, 1)
+
+
+def _non_negative_int(text: str) -> int:
+    return _integer(text, 0)
 
 
 def _port(text: str) -> int:

@@ -18,13 +18,13 @@ from ecrs.errors import ConfigError
 from ecrs.data.generate import generate_shop_dataset
 from ecrs.data.importer import ImportReport, import_dataset
 from ecrs.data.movielens import load_movielens
-from ecrs.data.split import temporal_split
-from ecrs.evaluation.evaluate import CheckpointScorer, evaluate_scorer
+from ecrs.errors import ConfigError
+from ecrs.evaluation.quality import QualityRun, run_quality
+from ecrs.evaluation.report import report_paths, write_report
 from ecrs.export.repository import export_checkpoint
 from ecrs.stack import launcher, running
 from ecrs.stores.loader import LoadResult, load_stores
 from ecrs.training.checkpoint import Checkpoint
-from ecrs.training.data import encode_dataset
 from ecrs.training.deepfm import DeepFMTraining
 from ecrs.training.pipeline import TrainingParams, train
 from ecrs.training.two_tower import TwoTowerTraining
@@ -74,19 +74,54 @@ def training_params(args: argparse.Namespace) -> TrainingParams:
     if getattr(args, "ranker_epochs", None):
         deepfm["epochs"] = args.ranker_epochs
     return TrainingParams(
-        two_tower=TwoTowerTraining(**two_tower), deepfm=DeepFMTraining(**deepfm)
+        two_tower=TwoTowerTraining(**two_tower),
+        deepfm=DeepFMTraining(**deepfm),
+        history_length=getattr(args, "history", TrainingParams.history_length),
     )
 
 
-def evaluate_checkpoint(args: argparse.Namespace, stack: StackConfig) -> int:
+def evaluate_models(args: argparse.Namespace, stack: StackConfig) -> int:
     dataset = Dataset.load(args.data)
-    checkpoint = Checkpoint.load(args.checkpoint)
-    checkpoint.encoder.check_matches(dataset.schema)
-    train_part, heldout = temporal_split(dataset)
-    data = encode_dataset(dataset, train_part, encoder=checkpoint.encoder)
-    report = evaluate_scorer(CheckpointScorer(checkpoint), dataset, data, heldout)
-    print(report.format_table())
+    if args.report is not None:
+        report_paths(args.report)  # reject a bad page path before training
+    checkpoint = None
+    if args.checkpoint is not None:
+        checkpoint = Checkpoint.load(args.checkpoint)
+        checkpoint.encoder.check_matches(dataset.schema)
+    if not 0.0 <= args.cold_start_share < 1.0:
+        raise ConfigError(
+            f"--cold-start-share is {args.cold_start_share}; pass a share from 0 "
+            "(no cold-start run) to below 1, such as 0.1"
+        )
+    run = run_quality(
+        dataset,
+        params=training_params(args),
+        checkpoint=checkpoint,
+        cold_start_share=args.cold_start_share,
+        served_dir=stack.state_dir / "evaluation-stack" if args.served else None,
+        seed=args.seed,
+    )
+    print(format_run(run))
+    if args.report is not None:
+        for path in write_report(run, args.report):
+            print(f"wrote {path}")
     return 0
+
+
+def format_run(run: QualityRun) -> str:
+    """The terminal view of a quality run: each table, then the targets."""
+    parts = ["held-out users", run.main.format_table()]
+    if run.cold_start is not None:
+        parts += [f"\ncold-start users ({run.cold_start_users})", run.cold_start.format_table()]
+    if run.served is not None:
+        parts.append(
+            f"\nserved two-stage metrics differ from offline by at most "
+            f"{run.served.max_difference:.4f} (tolerance {run.served.tolerance})"
+        )
+    parts.append("\ntargets")
+    for target in run.targets():
+        parts.append(f"  {'met   ' if target.met else 'MISSED'} {target.name}: {abs(target.value):.4f}")
+    return "\n".join(parts)
 
 
 def export_models(args: argparse.Namespace, stack: StackConfig) -> int:
@@ -140,7 +175,8 @@ def _print_load_result(result: LoadResult) -> None:
         f", resumed after {result.resumed_from} items" if result.resumed_from else ""
     )
     print(
-        f"loaded {result.users} users and {result.items} items for version "
+        f"loaded {result.users} users, {result.items} items and "
+        f"{result.interactions} interactions for version "
         f"{result.version} (Milvus collection {result.collection}, "
         f"{result.index_type} index) in {result.seconds:.1f} s{resumed}"
     )

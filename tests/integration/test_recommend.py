@@ -54,7 +54,9 @@ def test_default_top_n_is_ten(client, small_dataset):
 def test_new_user_gets_recommendations(client, small_dataset):
     items = client.recommend(user_features=new_user_features(small_dataset), top_n=5)
     assert len(items) == 5
-    assert all(0.0 <= item.score <= 1.0 for item in items)
+    scores = [item.score for item in items]
+    assert all(np.isfinite(scores))
+    assert scores == sorted(scores, reverse=True)
 
 
 def test_new_user_unseen_value_is_reported(client, small_dataset):
@@ -142,15 +144,17 @@ def offline(stack, loaded, small_dataset):
         user_tower=models.user_tower,
         ranker=models.rank,
         candidates=200,
+        scoring=models.scoring,
     )
 
 
 def test_server_scores_match_offline_models(offline, client, small_dataset):
-    """Scores from Triton equal onnxruntime's for the same user and candidates."""
+    """Scores from Triton equal onnxruntime's for the same user and candidates,
+    the recall similarity included."""
     for user_id in small_dataset.users[small_dataset.schema.users.id].iloc[:5]:
         served = client.recommend(user_id=user_id, top_n=20)
-        row = offline.user_row(user_id=user_id)
-        expected = offline.rank(row, [item.item_id for item in served], top_n=20)
+        row = offline.user(user_id=user_id).row
+        expected = offline.rank(row, offline.recall(row), top_n=20)
         np.testing.assert_allclose(
             [item.score for item in served], expected.scores, atol=1e-4, rtol=0
         )
@@ -174,6 +178,43 @@ def run_client(stack, *args):
         text=True,
         timeout=60,
     )
+
+
+def interacted_items(dataset, user_id):
+    spec = dataset.schema.interactions
+    rows = dataset.interactions[dataset.interactions[spec.user_id] == user_id]
+    return set(rows[spec.item_id])
+
+
+def test_exclude_seen_leaves_out_interactions_and_keeps_top_n(client, small_dataset):
+    spec = small_dataset.schema.interactions
+    heaviest = small_dataset.interactions[spec.user_id].value_counts().index[0]
+    seen = interacted_items(small_dataset, heaviest)
+    items = client.recommend(user_id=heaviest, top_n=20, exclude_seen=True)
+    assert len(items) == 20
+    assert not {item.item_id for item in items} & seen
+
+
+def test_exclude_seen_matches_the_offline_pipeline(offline, client, small_dataset):
+    user_id = known_user(small_dataset)
+    served = client.recommend(user_id=user_id, top_n=10, exclude_seen=True)
+    expected = offline.recommend(user_id=user_id, top_n=10, exclude_seen=True)
+    assert [item.item_id for item in served] == expected.item_ids
+
+
+def test_known_user_is_served_with_recent_items(offline, small_dataset):
+    """The user row read from Redis ends with the user's latest items."""
+    user_id = known_user(small_dataset)
+    length = offline.encoder.users.history_length
+    assert length > 0
+    spec = small_dataset.schema.interactions
+    own = small_dataset.interactions[small_dataset.interactions[spec.user_id] == user_id]
+    latest = own.sort_values([spec.timestamp, spec.item_id])[spec.item_id].tolist()
+    # Most recent first, each item once, at its latest interaction.
+    distinct = list(dict.fromkeys(latest[::-1]))
+    expected = offline.encoder.users.history_ids(distinct[:length])
+    row = offline.user(user_id=user_id).row[0]
+    assert list(row[-length:][: len(expected)]) == expected
 
 
 def test_client_cli_prints_table(stack, loaded, small_dataset):

@@ -32,7 +32,7 @@ def test_non_positive_size_is_rejected(capsys):
     with pytest.raises(SystemExit) as info:
         main(["data", "generate", "--out", "x", "--users", "0"])
     assert info.value.code == 2
-    assert "--users: 0 is not positive" in capsys.readouterr().err
+    assert "--users: 0 is below 1; pass 1 or more" in capsys.readouterr().err
 
 
 def test_out_of_range_port_is_rejected(capsys):

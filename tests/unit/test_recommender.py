@@ -7,9 +7,10 @@ import pytest
 
 from ecrs.data.schema import DatasetSchema
 from ecrs.errors import InvalidInputError, NotFoundError
-from ecrs.features.encoder import FeatureEncoder
+from ecrs.features.encoder import FIRST_VALUE_ID, OOV_ID, FeatureEncoder
 from ecrs.serving.recommender import Recommender, parse_user_features
 from ecrs.serving.requests import parse_request
+from ecrs.serving.scoring import Scoring
 
 FEATURES = ["age", "sex"]
 SCHEMA = DatasetSchema.from_dict(
@@ -22,23 +23,26 @@ SCHEMA = DatasetSchema.from_dict(
 )
 
 
-def fit():
+def fit(history_length=0):
     return FeatureEncoder.fit(
         SCHEMA,
         users=[{"age": "18-24", "sex": "f"}, {"age": "25-34", "sex": "m"}],
         items=[{"brand": "acme"}, {"brand": "zeta"}],
         trained_user_ids=["u1"],
         trained_item_ids=["i1", "i2", "i3"],
+        history_length=history_length,
     )
 
 
 class FakeFeatureStore:
-    def __init__(self, users, items):
+    def __init__(self, users, items, interactions=None):
         self.users = users
         self.items = items
+        self.interactions = interactions or {}
 
-    def get_user(self, user_id):
-        return self.users.get(user_id)
+    def get_user_with_items(self, user_id, recent, *, all_items=False):
+        items = self.interactions.get(user_id, [])
+        return self.users.get(user_id), items if all_items else items[:recent]
 
     def get_items_raw(self, item_ids):
         return [
@@ -58,14 +62,14 @@ class FakeVectorStore:
         return self.ids[:limit], self.similarities[:limit]
 
 
-def recommender(vectors, items=None, scores=None):
+def recommender(vectors, items=None, scores=None, interactions=None, history=0):
     items = items or {
         "i1": {"brand": "acme"},
         "i2": {"brand": "zeta"},
         "i3": {"brand": "acme"},
     }
     by_item = scores or {"i1": 0.2, "i2": 0.9, "i3": 0.5}
-    encoder = fit()
+    encoder = fit(history)
     brand_index = encoder.items.fields[1].index()
     index_to_item = {}
 
@@ -81,7 +85,9 @@ def recommender(vectors, items=None, scores=None):
     assert brand_index
     return Recommender(
         encoder=encoder,
-        features=FakeFeatureStore({"u1": {"age": "18-24", "sex": "f"}}, items),
+        features=FakeFeatureStore(
+            {"u1": {"age": "18-24", "sex": "f"}}, items, interactions
+        ),
         vectors=vectors,
         collection="items_v1",
         user_tower=lambda rows: np.ones((rows.shape[0], 4), np.float32),
@@ -94,7 +100,8 @@ def test_recommend_sorts_by_ranker_score():
     vectors = FakeVectorStore(["i1", "i2", "i3"], [0.9, 0.8, 0.7])
     result = recommender(vectors).recommend(user_id="u1", top_n=2)
     assert result.item_ids == ["i2", "i3"]
-    np.testing.assert_allclose(result.scores, [0.9, 0.5])
+    # Without a recall weight the score is DeepFM's logit.
+    np.testing.assert_allclose(result.scores, [np.log(0.9 / 0.1), 0.0], atol=1e-6)
     assert json.loads(result.details[0]) == {"brand": "zeta"}
     assert vectors.searches == [("items_v1", 3)]
 
@@ -111,11 +118,11 @@ def test_unknown_user_raises_not_found_naming_id():
         recommender(vectors).recommend(user_id="nobody", top_n=1)
 
 
-def test_new_user_features_are_encoded_without_id():
+def test_new_user_features_are_encoded_as_an_unknown_id():
     rec = recommender(FakeVectorStore(["i1"], [0.9]))
-    row = rec.user_row(user_features={"age": "25-34"})
-    assert row[0, 0] == 0
-    assert row[0, 1] != 0
+    row = rec.user(user_features={"age": "25-34"}).row
+    assert row[0, 0] == OOV_ID
+    assert row[0, 1] >= FIRST_VALUE_ID
 
 
 def test_new_user_unseen_value_is_reported():
@@ -207,3 +214,45 @@ def test_parse_request_rejects_bad_user_id():
         request(USER_ID=[b"\xff\xfe"])
     with pytest.raises(InvalidInputError, match="empty"):
         request(USER_ID=[b"  "])
+
+
+def test_exclude_seen_leaves_out_interacted_items_and_keeps_n():
+    vectors = FakeVectorStore(["i2", "i1", "i3"], [0.9, 0.8, 0.7])
+    rec = recommender(vectors, interactions={"u1": ["i2"]})
+    result = rec.recommend(user_id="u1", top_n=3, exclude_seen=True)
+    assert result.item_ids == ["i3", "i1"]
+    # One extra candidate is searched for each item left out.
+    assert vectors.searches[-1] == ("items_v1", 4)
+
+
+def test_without_exclude_seen_interacted_items_stay():
+    vectors = FakeVectorStore(["i2", "i1", "i3"], [0.9, 0.8, 0.7])
+    rec = recommender(vectors, interactions={"u1": ["i2"]})
+    assert "i2" in rec.recommend(user_id="u1", top_n=3).item_ids
+
+
+def test_known_user_row_ends_with_recent_items_most_recent_first():
+    vectors = FakeVectorStore(["i1"], [0.9])
+    rec = recommender(vectors, interactions={"u1": ["i3", "i1", "i2"]}, history=2)
+    row = rec.user(user_id="u1").row[0]
+    assert rec.encoder.users.history_length == 2
+    assert list(row[-2:]) == rec.encoder.users.history_ids(["i3", "i1"])
+    assert min(row[-2:]) >= FIRST_VALUE_ID
+
+
+def test_new_user_has_an_empty_history():
+    rec = recommender(FakeVectorStore(["i1"], [0.9]), history=3)
+    row = rec.user(user_features={"age": "25-34"}).row[0]
+    assert list(row[-3:]) == [0, 0, 0]
+
+
+def test_recall_weight_adds_the_similarity_to_the_ranker_logit():
+    vectors = FakeVectorStore(["i1", "i2", "i3"], [0.9, 0.1, 0.7])
+    rec = recommender(vectors)
+    rec.scoring = Scoring(recall_weight=10.0)
+    result = rec.recommend(user_id="u1", top_n=3)
+    # logit(0.2) + 9 = 7.61, logit(0.9) + 1 = 3.20, logit(0.5) + 7 = 7.0
+    assert result.item_ids == ["i1", "i3", "i2"]
+    np.testing.assert_allclose(
+        result.scores, [np.log(0.25) + 9, 7.0, np.log(9) + 1], atol=1e-5
+    )

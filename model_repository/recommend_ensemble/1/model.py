@@ -13,9 +13,8 @@ import triton_python_backend_utils as pb_utils
 
 from ecrs.config import StoreConfig
 from ecrs.errors import EcrsError, UnavailableError
+from ecrs.serving.requests import INPUT_NAMES
 from ecrs.serving.triton_model import RecommendModel, model_parameters
-
-INPUT_NAMES = ("USER_ID", "USER_FEATURES", "TOP_N")
 
 
 class TritonPythonModel:

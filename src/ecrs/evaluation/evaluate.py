@@ -3,10 +3,12 @@
 Protocol: per user, the latest interactions (by timestamp, ties by item id)
 are held out. Each method ranks the catalogue without the user's training
 items. Recall@K and NDCG@K are averaged over users with held-out items.
-The methods are a popularity baseline, two-tower recall alone, and two-tower
-recall of ``candidates`` items re-ranked by DeepFM. DeepFM's AUC compares its
-scores of held-out positives with those of uniformly sampled items the user
-never interacted with.
+The methods are three reference baselines (popularity, item KNN and EASE;
+see ``baselines``), two-tower recall alone, and two-tower recall of
+``candidates`` items re-ranked as served (DeepFM's logit plus the recall
+logit; see ``ecrs.serving.scoring``). DeepFM's AUC compares its scores of
+held-out positives with those of uniformly sampled items the user never
+interacted with.
 """
 
 from __future__ import annotations
@@ -19,9 +21,16 @@ import pandas as pd
 
 from ecrs.data.dataset import Dataset
 from ecrs.evaluation import metrics
+from ecrs.evaluation.baselines import (
+    ease_weights,
+    interaction_matrix,
+    item_knn_weights,
+    tune_ease,
+)
 from ecrs.evaluation.rankings import (
     EvaluationUsers,
     Scorer,
+    matrix_rankings,
     popularity_rankings,
     reranked,
     two_tower_rankings,
@@ -34,8 +43,13 @@ from ecrs.training.two_tower import item_vectors, user_vectors
 KS = (10, 50, 100)
 CANDIDATES = 200
 POPULARITY = "popularity"
+ITEM_KNN = "item KNN"
+EASE = "EASE"
 TWO_TOWER = "two-tower recall"
 TWO_STAGE = "two-tower + DeepFM"
+# Item-item baselines keep dense items x items matrices (800 MB each at
+# 10,000 items), so larger catalogues are evaluated without them.
+MAX_BASELINE_ITEMS = 10_000
 
 
 class CheckpointScorer:
@@ -43,6 +57,7 @@ class CheckpointScorer:
 
     def __init__(self, checkpoint: Checkpoint) -> None:
         self.checkpoint = checkpoint
+        self.scoring = checkpoint.scoring()
 
     def user_tower(self, rows: np.ndarray) -> np.ndarray:
         return user_vectors(self.checkpoint.two_tower, rows)
@@ -62,6 +77,7 @@ class EvaluationReport:
     deepfm_auc: float = float("nan")
     users: int = 0
     heldout: int = 0
+    ease_l2: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +85,7 @@ class EvaluationReport:
             "deepfm_auc": self.deepfm_auc,
             "users": self.users,
             "heldout_interactions": self.heldout,
+            "ease_l2": self.ease_l2,
         }
 
     def format_table(self) -> str:
@@ -81,9 +98,11 @@ class EvaluationReport:
                 method.ljust(width)
                 + "".join(f"{values[name]:>12.4f}" for name in names)
             )
-        lines.append(
-            f"DeepFM AUC (held-out positives vs sampled negatives): {self.deepfm_auc:.4f}"
-        )
+        if not np.isnan(self.deepfm_auc):
+            lines.append(
+                "DeepFM AUC (held-out positives vs sampled negatives): "
+                f"{self.deepfm_auc:.4f}"
+            )
         lines.append(f"{self.users} users, {self.heldout} held-out interactions")
         return "\n".join(lines)
 
@@ -97,8 +116,14 @@ def evaluate_scorer(
     ks: tuple[int, ...] = KS,
     candidates: int = CANDIDATES,
     seed: int = 0,
+    baselines: bool = False,
 ) -> EvaluationReport:
-    """Evaluate every method on ``heldout`` with models trained on ``data``."""
+    """Evaluate every method on ``heldout`` with models trained on ``data``.
+
+    With ``baselines``, item KNN and EASE (its ``l2`` tuned on a validation
+    split of the training pairs) are evaluated too, on catalogues of up to
+    ``MAX_BASELINE_ITEMS`` items.
+    """
     spec = dataset.schema.interactions
     relevant = heldout.groupby(spec.user_id)[spec.item_id].agg(set).to_dict()
     user_index = data.user_position()
@@ -106,8 +131,12 @@ def evaluate_scorer(
     users = EvaluationUsers.from_pairs(data, positions)
     k_max = max(ks)
     recall_candidates = two_tower_rankings(scorer, data, users, max(k_max, candidates))
-    rankings = {
-        POPULARITY: popularity_rankings(data, users, k_max),
+    report = EvaluationReport(users=len(relevant), heldout=len(heldout))
+    rankings = {POPULARITY: popularity_rankings(data, users, k_max)}
+    if baselines and len(data.item_ids) <= MAX_BASELINE_ITEMS:
+        report.ease_l2, item_item = item_item_rankings(data, users, k_max)
+        rankings.update(item_item)
+    rankings |= {
         TWO_TOWER: {user: items[:k_max] for user, items in recall_candidates.items()},
         TWO_STAGE: reranked(
             scorer,
@@ -117,13 +146,24 @@ def evaluate_scorer(
             k_max,
         ),
     }
-    report = EvaluationReport(users=len(relevant), heldout=len(heldout))
     for method, ranking in rankings.items():
         report.methods[method] = method_metrics(
             ranking, relevant, ks, len(data.item_ids)
         )
     report.deepfm_auc = deepfm_auc(scorer, data, heldout, spec, seed)
     return report
+
+
+def item_item_rankings(
+    data: EncodedData, users: EvaluationUsers, k: int
+) -> tuple[float, dict[str, dict[str, list[str]]]]:
+    """Rank with item KNN and with EASE; return EASE's tuned ``l2`` too."""
+    matrix = interaction_matrix(data)
+    l2 = tune_ease(data).l2
+    return l2, {
+        ITEM_KNN: matrix_rankings(data, users, matrix, item_knn_weights(matrix), k),
+        EASE: matrix_rankings(data, users, matrix, ease_weights(matrix, l2), k),
+    }
 
 
 def method_metrics(

@@ -13,12 +13,15 @@ from typing import Protocol
 
 import numpy as np
 
+from ecrs.serving.scoring import Scoring
 from ecrs.training.data import EncodedData
 
 USER_CHUNK = 256
 
 
 class Scorer(Protocol):
+    scoring: Scoring
+
     def user_tower(self, rows: np.ndarray) -> np.ndarray: ...
 
     def item_tower(self, rows: np.ndarray) -> np.ndarray: ...
@@ -63,6 +66,21 @@ def two_tower_rankings(
     return rankings
 
 
+def matrix_rankings(
+    data: EncodedData,
+    users: EvaluationUsers,
+    matrix: np.ndarray,
+    weights: np.ndarray,
+    k: int,
+) -> dict[str, list[str]]:
+    """Rank by ``matrix[user] @ weights``, an item-item model such as EASE."""
+    rankings: dict[str, list[str]] = {}
+    for start in range(0, len(users.positions), USER_CHUNK):
+        chunk = users.positions[start : start + USER_CHUNK]
+        rankings.update(_top_k(data, users, matrix[chunk] @ weights, start, k))
+    return rankings
+
+
 def reranked(
     scorer: Scorer,
     data: EncodedData,
@@ -70,17 +88,24 @@ def reranked(
     candidates: dict[str, list[str]],
     k: int,
 ) -> dict[str, list[str]]:
-    """Re-rank each user's recall candidates with the ranker."""
+    """Re-rank each user's recall candidates as served: ``scorer.scoring``
+    blends the ranker's probability with the recall similarity."""
     item_index = data.item_position()
     user_index = data.user_position()
+    item_vectors = scorer.item_tower(data.item_rows)
+    user_vectors = scorer.user_tower(data.user_rows[users.positions])
+    vector_row = {data.user_ids[p]: row for row, p in enumerate(users.positions)}
     rankings = {}
     for user_id, items in candidates.items():
         if not items:
             rankings[user_id] = []
             continue
-        item_rows = data.item_rows[[item_index[item] for item in items]]
+        positions = [item_index[item] for item in items]
+        item_rows = data.item_rows[positions]
         user_rows = np.repeat(data.user_rows[[user_index[user_id]]], len(items), axis=0)
-        scores = np.asarray(scorer.rank(user_rows, item_rows)).reshape(-1)
+        probabilities = np.asarray(scorer.rank(user_rows, item_rows)).reshape(-1)
+        similarities = item_vectors[positions] @ user_vectors[vector_row[user_id]]
+        scores = scorer.scoring.blend(probabilities, similarities)
         order = np.argsort(-scores, kind="stable")[:k]
         rankings[user_id] = [items[i] for i in order]
     return rankings

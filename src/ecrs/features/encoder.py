@@ -8,6 +8,13 @@ A model input row for users (or items) has one slot per field: the id first,
 then each feature, where a multi-valued feature takes ``max_values`` slots.
 Within every field, id 0 is a missing value or an empty slot. Id 1 is
 out-of-vocabulary, a value not seen in training. Known values start at 2.
+A new user or item, sent without an id, gets the out-of-vocabulary id, which
+training teaches to stand for entities it never saw.
+
+A user row can end with the user's recent items: the ids of the items they
+interacted with last, most recent first, in the ``recent_items`` field. Its
+vocabulary is the trained item ids, and a user without history leaves it
+empty.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ MISSING_ID = 0
 OOV_ID = 1
 FIRST_VALUE_ID = 2
 ENCODER_FILE = "encoder.json"
+RECENT_ITEMS = "recent_items"
 
 
 @dataclass(frozen=True)
@@ -70,8 +78,20 @@ class FieldEncoder:
 
     @property
     def feature_names(self) -> list[str]:
-        """Raw feature names, without the id field."""
-        return [field.name for field in self.fields[1:]]
+        """Raw feature names, without the id and recent-items fields."""
+        return [
+            field.name for field in self.fields[1:] if field.name != RECENT_ITEMS
+        ]
+
+    @property
+    def history_length(self) -> int:
+        """Slots of the recent-items field; 0 when the encoder has none."""
+        field = self.fields[-1]
+        return field.slots if field.name == RECENT_ITEMS else 0
+
+    def history_ids(self, item_ids: Sequence[str]) -> list[int]:
+        """Encode item ids as recent-items field ids (unknown ones as OOV)."""
+        return [self._lookup(len(self.fields) - 1, item) for item in item_ids]
 
     def encode(
         self, ids: Sequence[str | None], features: Sequence[Mapping[str, Any]]
@@ -79,7 +99,9 @@ class FieldEncoder:
         """Encode ids and their raw feature mappings into an ``int64`` matrix.
 
         A key absent from a mapping, ``None`` or an empty string is a missing
-        value. Unknown keys are ignored.
+        value. Unknown keys are ignored. An id of ``None`` is a new entity and
+        encodes as out-of-vocabulary. A multi-valued feature is a string of
+        values joined by its separator, or a list of values.
         """
         if len(ids) != len(features):
             raise ValueError(f"got {len(ids)} ids but {len(features)} feature rows")
@@ -91,10 +113,10 @@ class FieldEncoder:
     def _encode_row(
         self, entity_id: str | None, values: Mapping[str, Any]
     ) -> list[int]:
-        encoded = [self._lookup(0, entity_id)]
+        encoded = [OOV_ID if entity_id is None else self._lookup(0, entity_id)]
         for position, field in enumerate(self.fields[1:], start=1):
             raw = values.get(field.name)
-            if field.separator is None:
+            if field.slots == 1 and field.separator is None:
                 encoded.append(self._lookup(position, raw))
                 continue
             parts = _split(raw, field.separator)[: field.slots]
@@ -106,10 +128,13 @@ class FieldEncoder:
         """Name the features whose value in an encoded row is out-of-vocabulary.
 
         The id field is left out: a new user's or item's id is always unknown.
+        So are recent items, which come from the stores, not from the caller.
         """
         names = []
         start = self.fields[0].slots
         for field in self.fields[1:]:
+            if field.name == RECENT_ITEMS:
+                continue
             if np.any(row[start : start + field.slots] == OOV_ID):
                 names.append(field.name)
             start += field.slots
@@ -169,6 +194,7 @@ class FeatureEncoder:
         trained_user_ids: Iterable[str],
         trained_item_ids: Iterable[str],
         min_count: int = 1,
+        history_length: int = 0,
     ) -> FeatureEncoder:
         """Build vocabularies from user and item rows.
 
@@ -176,13 +202,25 @@ class FeatureEncoder:
         occur in the training interactions) get their own id, so that every
         other id maps to the out-of-vocabulary embedding, which training
         teaches to stand for an unseen user or item. A feature value seen fewer
-        than ``min_count`` times is out-of-vocabulary too.
+        than ``min_count`` times is out-of-vocabulary too. With a
+        ``history_length`` above 0, user rows end with that many slots of
+        recent items.
         """
-        return cls(
-            schema,
-            _fit_entity(schema.users, list(users), trained_user_ids, min_count),
-            _fit_entity(schema.items, list(items), trained_item_ids, min_count),
-        )
+        if history_length > 0 and RECENT_ITEMS in schema.users.feature_names:
+            raise DataError(
+                f"the users table has a feature named {RECENT_ITEMS!r}, which the "
+                "encoder reserves for recent items; rename that feature"
+            )
+        item_encoder = _fit_entity(schema.items, list(items), trained_item_ids, min_count)
+        user_encoder = _fit_entity(schema.users, list(users), trained_user_ids, min_count)
+        if history_length > 0:
+            recent = Field(
+                name=RECENT_ITEMS,
+                vocabulary=item_encoder.fields[0].vocabulary,
+                slots=history_length,
+            )
+            user_encoder = FieldEncoder([*user_encoder.fields, recent])
+        return cls(schema, user_encoder, item_encoder)
 
     def check_matches(self, schema: DatasetSchema) -> None:
         """Raise ``DataError`` unless ``schema`` has this encoder's name and features.
@@ -289,7 +327,13 @@ def _fit_feature(
     )
 
 
-def _split(raw: Any, separator: str) -> list[str]:
+def _split(raw: Any, separator: str | None) -> list[str]:
     if raw is None:
         return []
-    return [part.strip() for part in str(raw).split(separator) if part.strip()]
+    if isinstance(raw, (list, tuple)):
+        parts = [str(part) for part in raw]
+    elif separator is None:
+        parts = [str(raw)]
+    else:
+        parts = str(raw).split(separator)
+    return [part.strip() for part in parts if part.strip()]

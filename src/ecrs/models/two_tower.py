@@ -47,10 +47,17 @@ class Tower(nn.Layer):
 
 
 class TwoTower(nn.Layer):
-    """The user and item towers trained together."""
+    """The user and item towers trained together.
 
-    def __init__(self, user: TowerConfig, item: TowerConfig) -> None:
+    ``temperature`` divides the similarities into the logits of training's
+    softmax; serving uses it to put the recall score on the ranker's scale.
+    """
+
+    def __init__(
+        self, user: TowerConfig, item: TowerConfig, temperature: float = 0.05
+    ) -> None:
         super().__init__()
+        self.temperature = temperature
         if user.output_dim != item.output_dim:
             raise ValueError(
                 f"user tower output_dim {user.output_dim} differs from item tower "

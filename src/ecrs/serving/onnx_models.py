@@ -15,6 +15,7 @@ import onnxruntime as ort
 from ecrs.errors import ExportError
 from ecrs.features.encoder import FeatureEncoder
 from ecrs.serving.layout import DEEPFM_RANK, ITEM_TOWER, USER_TOWER, latest_version
+from ecrs.serving.scoring import Scoring
 
 
 class OnnxModels:
@@ -32,6 +33,7 @@ class OnnxModels:
             for name in (USER_TOWER, ITEM_TOWER, DEEPFM_RANK)
         }
         self.encoder = FeatureEncoder.load(self.folder(USER_TOWER))
+        self.scoring = Scoring.load(self.folder(USER_TOWER))
 
     def folder(self, model: str) -> Path:
         return self.repository / model / str(self.version)

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from ecrs.errors import InvalidInputError, NotFoundError
-from ecrs.features.encoder import FeatureEncoder
+from ecrs.features.encoder import RECENT_ITEMS, FeatureEncoder
+from ecrs.serving.scoring import Scoring
 from ecrs.stores.feature_store import FeatureStore
 from ecrs.stores.vector_store import VectorStore
 
@@ -28,11 +29,15 @@ RankFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 USER_ID_INPUT = "USER_ID"
 USER_FEATURES_INPUT = "USER_FEATURES"
 TOP_N_INPUT = "TOP_N"
+EXCLUDE_SEEN_INPUT = "EXCLUDE_SEEN"
 
 
 @dataclass(frozen=True)
 class Recommendation:
     """Ranked items, best first, with their raw details as JSON bytes.
+
+    ``scores`` are the version's ranking scores (see ``Scoring``): DeepFM's
+    logit plus the weighted recall similarity, higher is better.
 
     ``unknown_features`` names the user features whose values the served
     version did not see in training, so the models read them as unknown.
@@ -42,6 +47,14 @@ class Recommendation:
     scores: np.ndarray
     details: list[bytes]
     unknown_features: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class User:
+    """An encoded user row ``[1, slots]`` and the item ids to leave out."""
+
+    row: np.ndarray
+    seen: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,7 @@ class Recommender:
         ranker: RankFn,
         candidates: int = 200,
         search_params: dict | None = None,
+        scoring: Scoring | None = None,
     ) -> None:
         self.encoder = encoder
         self.features = features
@@ -75,16 +89,26 @@ class Recommender:
         self.ranker = ranker
         self.candidates = candidates
         self.search_params = search_params
+        self.scoring = scoring or Scoring()
 
-    def user_row(
+    def user(
         self,
         *,
         user_id: str | None = None,
         user_features: Mapping[str, Any] | None = None,
-    ) -> np.ndarray:
-        """Encode a known user (read from Redis) or a new user as ``[1, slots]``."""
+        exclude_seen: bool = False,
+    ) -> User:
+        """Encode a known user (read from Redis) or a new user.
+
+        A known user's row carries their recent items. With ``exclude_seen``,
+        the items they interacted with are returned to be left out; a new
+        user has none.
+        """
         if user_id is not None:
-            stored = self.features.get_user(user_id)
+            history = self.encoder.users.history_length
+            stored, items = self.features.get_user_with_items(
+                user_id, history, all_items=exclude_seen
+            )
             if stored is None:
                 raise NotFoundError(
                     f"user id {user_id!r} is not in the feature store; send a known "
@@ -92,43 +116,59 @@ class Recommender:
                     kind="user",
                     id=user_id,
                 )
-            return self.encoder.encode_users([user_id], [stored])
+            if history:
+                stored = {**stored, RECENT_ITEMS: items[:history]}
+            row = self.encoder.encode_users([user_id], [stored])
+            return User(row, frozenset(items) if exclude_seen else frozenset())
         if user_features is None:
             raise InvalidInputError(
                 f"send {USER_ID_INPUT} for a known user or {USER_FEATURES_INPUT} for a new one",
                 input_name=USER_ID_INPUT,
             )
-        return self.encoder.encode_users([None], [user_features])
+        return User(self.encoder.encode_users([None], [user_features]))
 
-    def recall(self, user_row: np.ndarray, limit: int | None = None) -> Candidates:
-        """Search the collection with the user tower's vector."""
+    def recall(
+        self,
+        user_row: np.ndarray,
+        limit: int | None = None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> Candidates:
+        """Search the collection with the user tower's vector.
+
+        Items in ``exclude`` are left out: the search requests that many more
+        results and drops them, so ``limit`` candidates remain whenever the
+        collection has enough other items.
+        """
+        limit = limit or self.candidates
         vector = self.user_tower(user_row)[0]
         ids, similarities = self.vectors.search(
-            self.collection, vector, limit or self.candidates, self.search_params
+            self.collection, vector, limit + len(exclude), self.search_params
         )
+        if exclude:
+            kept = [i for i, item_id in enumerate(ids) if item_id not in exclude][:limit]
+            ids = [ids[i] for i in kept]
+            similarities = np.asarray(similarities)[kept]
         return Candidates(ids, similarities)
 
     def rank(
-        self, user_row: np.ndarray, item_ids: list[str], top_n: int
+        self, user_row: np.ndarray, candidates: Candidates, top_n: int
     ) -> Recommendation:
-        """Score items that exist in the feature store and keep the best ``top_n``.
+        """Score candidates that exist in the feature store and keep the best ``top_n``.
 
         A candidate whose features are gone (the item was removed after its
         vector was searched) is dropped, not reported as an error.
         """
-        stored = self.features.get_items_raw(item_ids)
-        kept = [
-            (item_id, raw) for item_id, raw in zip(item_ids, stored) if raw is not None
-        ]
+        stored = self.features.get_items_raw(candidates.item_ids)
+        kept = [i for i, raw in enumerate(stored) if raw is not None]
         if not kept:
             return Recommendation([], np.zeros(0, np.float32), [])
-        ids = [item_id for item_id, _ in kept]
-        details = [raw for _, raw in kept]
+        ids = [candidates.item_ids[i] for i in kept]
+        details = [stored[i] for i in kept]
         item_rows = self.encoder.encode_items(ids, [json.loads(raw) for raw in details])
         user_rows = np.repeat(user_row, len(ids), axis=0)
-        scores = np.asarray(
-            self.ranker(user_rows, item_rows), dtype=np.float32
-        ).reshape(-1)
+        probabilities = np.asarray(self.ranker(user_rows, item_rows)).reshape(-1)
+        similarities = np.asarray(candidates.similarities).reshape(-1)[kept]
+        scores = self.scoring.blend(probabilities, similarities)
         # Stable sort keeps recall order among equal scores.
         order = np.argsort(-scores, kind="stable")[:top_n]
         return Recommendation(
@@ -141,12 +181,20 @@ class Recommender:
         top_n: int,
         user_id: str | None = None,
         user_features: Mapping[str, Any] | None = None,
+        exclude_seen: bool = False,
     ) -> Recommendation:
-        """Run recall and ranking for one user and return the best ``top_n``."""
-        row = self.user_row(user_id=user_id, user_features=user_features)
-        candidates = self.recall(row)
-        ranked = self.rank(row, candidates.item_ids, top_n)
-        return replace(ranked, unknown_features=self.encoder.users.unknown_features(row[0]))
+        """Run recall and ranking for one user and return the best ``top_n``.
+
+        With ``exclude_seen``, items the user interacted with are left out.
+        """
+        user = self.user(
+            user_id=user_id, user_features=user_features, exclude_seen=exclude_seen
+        )
+        candidates = self.recall(user.row, exclude=user.seen)
+        ranked = self.rank(user.row, candidates, top_n)
+        return replace(
+            ranked, unknown_features=self.encoder.users.unknown_features(user.row[0])
+        )
 
 
 def parse_user_features(raw: bytes | str, feature_names: list[str]) -> dict[str, str]:

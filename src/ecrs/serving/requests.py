@@ -13,6 +13,7 @@ import numpy as np
 
 from ecrs.errors import InvalidInputError
 from ecrs.serving.recommender import (
+    EXCLUDE_SEEN_INPUT,
     TOP_N_INPUT,
     USER_FEATURES_INPUT,
     USER_ID_INPUT,
@@ -20,11 +21,16 @@ from ecrs.serving.recommender import (
 )
 
 
+# Every input of recommend_ensemble; all are optional in its config.
+INPUT_NAMES = (USER_ID_INPUT, USER_FEATURES_INPUT, TOP_N_INPUT, EXCLUDE_SEEN_INPUT)
+
+
 @dataclass(frozen=True)
 class RecommendRequest:
     top_n: int
     user_id: str | None = None
     user_features: dict[str, str] | None = None
+    exclude_seen: bool = False
 
 
 def parse_request(
@@ -44,14 +50,30 @@ def parse_request(
             input_name=USER_ID_INPUT if user_id is not None else USER_FEATURES_INPUT,
         )
     top_n = parse_top_n(inputs.get(TOP_N_INPUT), default_top_n, max_top_n)
+    exclude_seen = parse_flag(inputs.get(EXCLUDE_SEEN_INPUT), EXCLUDE_SEEN_INPUT)
     if user_id is not None:
         return RecommendRequest(
-            top_n=top_n, user_id=single_text(user_id, USER_ID_INPUT)
+            top_n=top_n,
+            user_id=single_text(user_id, USER_ID_INPUT),
+            exclude_seen=exclude_seen,
         )
     raw = single_bytes(user_features, USER_FEATURES_INPUT)
     return RecommendRequest(
-        top_n=top_n, user_features=parse_user_features(raw, feature_names)
+        top_n=top_n,
+        user_features=parse_user_features(raw, feature_names),
+        exclude_seen=exclude_seen,
     )
+
+
+def parse_flag(value: np.ndarray | None, name: str) -> bool:
+    """Read an optional one-element BOOL input; absent means false."""
+    if value is None:
+        return False
+    if value.size != 1:
+        raise InvalidInputError(
+            f"{name} must hold one value, got {value.size}", input_name=name
+        )
+    return bool(value.reshape(-1)[0])
 
 
 def parse_top_n(value: np.ndarray | None, default: int, maximum: int) -> int:

@@ -20,6 +20,7 @@ from ecrs.features.encoder import FeatureEncoder
 from ecrs.serving.layout import USER_TOWER, latest_version
 from ecrs.serving.recommender import RankFn, Recommendation, Recommender, TowerFn
 from ecrs.serving.requests import parse_request
+from ecrs.serving.scoring import Scoring
 from ecrs.stores.feature_store import FeatureStore
 from ecrs.stores.vector_store import VectorStore
 
@@ -76,7 +77,8 @@ class RecommendModel:
         repository = Path(model_folder).parent
         self.parameters = parameters
         self.version = latest_version(repository)
-        self.encoder = FeatureEncoder.load(repository / USER_TOWER / str(self.version))
+        version_folder = repository / USER_TOWER / str(self.version)
+        self.encoder = FeatureEncoder.load(version_folder)
         self.features = FeatureStore(stores, self.encoder.schema.name)
         self.vectors = VectorStore(stores)
         self.collection = self.vectors.collection(self.version)
@@ -88,6 +90,7 @@ class RecommendModel:
             user_tower=user_tower,
             ranker=ranker,
             candidates=parameters.candidates,
+            scoring=Scoring.load(version_folder),
         )
 
     def recommend(self, inputs: Mapping[str, np.ndarray | None]) -> Recommendation:
@@ -101,6 +104,7 @@ class RecommendModel:
             top_n=request.top_n,
             user_id=request.user_id,
             user_features=request.user_features,
+            exclude_seen=request.exclude_seen,
         )
 
     def close(self) -> None:

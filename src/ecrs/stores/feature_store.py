@@ -6,6 +6,11 @@ values (missing values are left out). One ``MGET`` then reads all candidates
 of a request, and the stored JSON is already the item details a response
 returns. The namespace is the data set's name from its schema, so two data
 sets loaded into one Redis keep apart.
+
+Each user's interactions are a sorted set ``<prefix>:<namespace>:interactions:<id>``
+of item ids scored by timestamp. It gives both the user's recent items (the
+highest scores; equal times go by item id, as in the offline split) and the
+items to leave out of their recommendations.
 """
 
 from __future__ import annotations
@@ -27,7 +32,10 @@ logger = logging.getLogger(__name__)
 
 USER = "user"
 ITEM = "item"
+INTERACTIONS = "interactions"
 WRITE_BATCH = 1000
+# Reading all of a user's interactions (to leave them out) stops here.
+MAX_INTERACTIONS_READ = 10_000
 
 
 class FeatureStore:
@@ -62,6 +70,51 @@ class FeatureStore:
                     pipeline.set(self.key(kind, entity_id), encode_record(record))
                 pipeline.execute()
         return len(ids)
+
+    def write_interactions(
+        self,
+        user_ids: Sequence[str],
+        item_ids: Sequence[str],
+        timestamps: Sequence[int],
+        *,
+        batch_size: int = WRITE_BATCH,
+    ) -> int:
+        """Add interactions to the users' sorted sets; return the count.
+
+        An item a user interacted with before keeps its latest timestamp.
+        """
+        with self._errors("write interactions"):
+            for start in range(0, len(user_ids), batch_size):
+                window = slice(start, start + batch_size)
+                pipeline = self.client.pipeline(transaction=False)
+                for user_id, item_id, timestamp in zip(
+                    user_ids[window], item_ids[window], timestamps[window]
+                ):
+                    pipeline.zadd(
+                        self.key(INTERACTIONS, user_id), {item_id: int(timestamp)}, gt=True
+                    )
+                pipeline.execute()
+        return len(user_ids)
+
+    def get_user_with_items(
+        self, user_id: str, recent: int, *, all_items: bool = False
+    ) -> tuple[dict[str, str] | None, list[str]]:
+        """Return a user's raw features and interacted item ids, most recent first.
+
+        The list holds the ``recent`` latest items, or with ``all_items`` up to
+        ``MAX_INTERACTIONS_READ`` of them. Features are ``None`` for an unknown id.
+        One round trip reads both.
+        """
+        stop = MAX_INTERACTIONS_READ if all_items else recent
+        with self._errors(f"read user {user_id!r}"):
+            pipeline = self.client.pipeline(transaction=False)
+            pipeline.get(self.key(USER, user_id))
+            if stop > 0:
+                pipeline.zrevrange(self.key(INTERACTIONS, user_id), 0, stop - 1)
+            replies = pipeline.execute()
+        raw = replies[0]
+        items = [item.decode("utf-8") for item in replies[1]] if stop > 0 else []
+        return (None if raw is None else json.loads(raw)), items
 
     def get_user(self, user_id: str) -> dict[str, str] | None:
         """Return a user's raw features, or ``None`` when the id is unknown."""

@@ -1,7 +1,8 @@
 """Load a data set into the stores for one exported model version.
 
-Raw user and item features go to Redis; item vectors, computed with the
-exported item tower of the version, go to that version's Milvus collection.
+Raw user and item features and each user's interactions go to Redis; item
+vectors, computed with the exported item tower of the version, go to that
+version's Milvus collection.
 
 Items load in batches: encode, compute vectors, write features, write
 vectors, then record the number of items done in Redis. A load that stops
@@ -49,6 +50,7 @@ class LoadResult:
     collection: str
     users: int
     items: int
+    interactions: int
     index_type: str
     seconds: float
     resumed_from: int = 0
@@ -112,7 +114,18 @@ def load_stores(
     features = FeatureStore(stores, schema.name)
     user_ids, user_records = entity_records(dataset.users, schema.users.id)
     features.write(USER, user_ids, user_records)
-    logger.info("wrote %d users to Redis", len(user_ids))
+    spec = schema.interactions
+    interactions = dataset.interactions
+    features.write_interactions(
+        interactions[spec.user_id].astype(str).tolist(),
+        interactions[spec.item_id].astype(str).tolist(),
+        interactions[spec.timestamp].tolist(),
+    )
+    logger.info(
+        "wrote %d users and %d interactions to Redis",
+        len(user_ids),
+        len(interactions),
+    )
 
     loader = ItemLoader(models, features, VectorStore(stores), dataset)
     try:
@@ -126,6 +139,7 @@ def load_stores(
         loader.collection,
         len(user_ids),
         loader.total,
+        len(interactions),
         loader.index.index_type,
         time.perf_counter() - started,
         resumed_from=resumed_from,

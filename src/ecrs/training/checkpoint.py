@@ -18,6 +18,7 @@ from ecrs.errors import DataError
 from ecrs.features.encoder import FeatureEncoder
 from ecrs.models.deepfm import DeepFM, DeepFMConfig
 from ecrs.models.two_tower import TowerConfig, TwoTower
+from ecrs.serving.scoring import Scoring
 
 TWO_TOWER = "two_tower"
 DEEPFM = "deepfm"
@@ -30,6 +31,10 @@ class Checkpoint:
     deepfm: DeepFM
     metrics: dict[str, Any] = field(default_factory=dict)
 
+    def scoring(self) -> Scoring:
+        """The served ranking score: the recall logit is similarity / temperature."""
+        return Scoring(recall_weight=1.0 / self.two_tower.temperature)
+
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -37,6 +42,7 @@ class Checkpoint:
         tower_sizes = {
             "user": asdict(self.two_tower.user_tower.config),
             "item": asdict(self.two_tower.item_tower.config),
+            "temperature": self.two_tower.temperature,
         }
         _write_json(folder / f"{TWO_TOWER}.json", tower_sizes)
         paddle.save(self.two_tower.state_dict(), str(folder / f"{TWO_TOWER}.pdparams"))
@@ -55,7 +61,11 @@ class Checkpoint:
             )
         encoder = FeatureEncoder.load(folder)
         sizes = _read_json(folder / f"{TWO_TOWER}.json")
-        two_tower = TwoTower(_tower_config(sizes["user"]), _tower_config(sizes["item"]))
+        two_tower = TwoTower(
+            _tower_config(sizes["user"]),
+            _tower_config(sizes["item"]),
+            **({"temperature": sizes["temperature"]} if "temperature" in sizes else {}),
+        )
         two_tower.set_state_dict(paddle.load(str(folder / f"{TWO_TOWER}.pdparams")))
         deepfm = DeepFM(_deepfm_config(_read_json(folder / f"{DEEPFM}.json")))
         deepfm.set_state_dict(paddle.load(str(folder / f"{DEEPFM}.pdparams")))

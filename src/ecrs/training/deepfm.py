@@ -29,7 +29,9 @@ class DeepFMTraining:
 
     ``negatives`` is the number of sampled negatives per positive pair, and
     ``hard_negative_share`` the share of them drawn from recall candidates
-    when candidates are given to ``train_deepfm``.
+    when candidates are given to ``train_deepfm``. ``new_user_share`` is the
+    share of examples whose user row reads as a new user's (unknown id, no
+    history), so the ranker learns to score for new users too.
     """
 
     embedding_dim: int = 16
@@ -40,6 +42,7 @@ class DeepFMTraining:
     learning_rate: float = 0.002
     negatives: int = 4
     hard_negative_share: float = 0.5
+    new_user_share: float = 0.1
     weight_decay: float = 1e-6
     seed: int = 0
 
@@ -70,10 +73,16 @@ def sample_negatives(
 
 
 def train_deepfm(
-    data: EncodedData, params: DeepFMTraining, candidates: np.ndarray | None = None
+    data: EncodedData,
+    params: DeepFMTraining,
+    candidates: np.ndarray | None = None,
+    curve: list[float] | None = None,
 ) -> DeepFM:
     """Train DeepFM; ``candidates`` ``[users, k]`` holds item positions recalled
-    for each user position, the source of hard negatives (none when absent)."""
+    for each user position, the source of hard negatives (none when absent).
+
+    Each epoch's mean loss is appended to ``curve`` when one is given.
+    """
     paddle.seed(params.seed)
     rng = np.random.default_rng(params.seed)
     model = build_deepfm(data, params)
@@ -82,19 +91,24 @@ def train_deepfm(
     model.train()
     for epoch in range(1, params.epochs + 1):
         started = time.perf_counter()
-        users, items, labels = _epoch_examples(data, counts, params, candidates, rng)
+        pairs, items, labels = _epoch_examples(data, counts, params, candidates, rng)
         losses = []
         for start in range(0, len(labels), params.batch_size):
             window = slice(start, start + params.batch_size)
+            user_rows = data.as_new_users(
+                data.pair_user_rows(pairs[window]), params.new_user_share, rng
+            )
             logits = model.logits(
-                paddle.to_tensor(data.user_rows[users[window]]),
+                paddle.to_tensor(user_rows),
                 paddle.to_tensor(data.item_rows[items[window]]),
             )
             loss = F.binary_cross_entropy_with_logits(
                 logits, paddle.to_tensor(labels[window]).unsqueeze(-1)
             )
             losses.append(apply_gradients(optimizer, loss))
-        log_epoch("deepfm", epoch, params.epochs, losses, len(labels), started)
+        loss = log_epoch("deepfm", epoch, params.epochs, losses, len(labels), started)
+        if curve is not None:
+            curve.append(loss)
     model.eval()
     return model
 
@@ -106,22 +120,28 @@ def _epoch_examples(
     candidates: np.ndarray | None,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Shuffle the positives with freshly sampled negatives for one epoch."""
+    """Shuffle the positives with freshly sampled negatives for one epoch.
+
+    Returns (pair index, item position, label) arrays: each negative shares
+    the pair index, and so the user and history, of the positive it was
+    drawn for.
+    """
     negatives = params.negatives
     positives = len(data.pairs)
-    negative_users = np.repeat(data.pairs[:, 0], negatives)
+    negative_pairs = np.repeat(np.arange(positives), negatives)
     negative_items = sample_negatives(counts, positives * negatives, rng)
     if candidates is not None and candidates.shape[1] > 0:
-        hard = rng.random(len(negative_users)) < params.hard_negative_share
+        hard = rng.random(len(negative_pairs)) < params.hard_negative_share
         picks = rng.integers(0, candidates.shape[1], size=int(hard.sum()))
-        negative_items[hard] = candidates[negative_users[hard], picks]
-    users = np.concatenate([data.pairs[:, 0], negative_users])
+        hard_users = data.pairs[negative_pairs[hard], 0]
+        negative_items[hard] = candidates[hard_users, picks]
+    pairs = np.concatenate([np.arange(positives), negative_pairs])
     items = np.concatenate([data.pairs[:, 1], negative_items])
     labels = np.concatenate(
         [np.ones(positives, np.float32), np.zeros(positives * negatives, np.float32)]
     )
     order = rng.permutation(len(labels))
-    return users[order], items[order], labels[order]
+    return pairs[order], items[order], labels[order]
 
 
 def score_pairs(

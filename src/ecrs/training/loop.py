@@ -38,14 +38,19 @@ def log_epoch(
     losses: list[float],
     examples: int,
     started: float,
-) -> None:
-    """Log an epoch's mean loss and throughput; ``started`` is a perf_counter value."""
+) -> float:
+    """Log an epoch's mean loss and throughput and return the mean loss.
+
+    ``started`` is a ``time.perf_counter()`` value from the epoch's start.
+    """
     elapsed = time.perf_counter() - started
+    mean_loss = float(np.mean(losses)) if losses else float("nan")
     logger.info(
         "%s epoch %d/%d: loss %.4f, %.0f examples/s",
         model,
         epoch,
         epochs,
-        float(np.mean(losses)) if losses else float("nan"),
+        mean_loss,
         examples / elapsed,
     )
+    return mean_loss

@@ -11,7 +11,7 @@ from ecrs.data.dataset import Dataset
 from ecrs.data.split import temporal_split
 from ecrs.evaluation.evaluate import CheckpointScorer, evaluate_scorer
 from ecrs.training.checkpoint import Checkpoint
-from ecrs.training.data import encode_dataset
+from ecrs.training.data import EncodedData, encode_dataset
 from ecrs.training.deepfm import DeepFMTraining, train_deepfm
 from ecrs.training.two_tower import TwoTowerTraining, recall_candidates, train_two_tower
 
@@ -24,6 +24,8 @@ class TrainingParams:
     deepfm: DeepFMTraining = field(default_factory=DeepFMTraining)
     holdout_share: float = 0.2
     min_count: int = 1
+    # Recent items per user row, the last ones they interacted with.
+    history_length: int = 20
     # Recall candidates per user from which DeepFM draws hard negatives.
     hard_negative_pool: int = 200
 
@@ -47,16 +49,43 @@ def train(
         len(train_part),
         len(heldout),
     )
-    data = encode_dataset(dataset, train_part, min_count=params.min_count)
-    started = time.perf_counter()
-    two_tower = train_two_tower(data, params.two_tower)
-    candidates = recall_candidates(two_tower, data, params.hard_negative_pool)
-    deepfm = train_deepfm(data, params.deepfm, candidates)
-    logger.info("trained both models in %.1f s", time.perf_counter() - started)
-    checkpoint = Checkpoint(data.encoder, two_tower, deepfm)
+    data = encode_dataset(
+        dataset,
+        train_part,
+        min_count=params.min_count,
+        history_length=params.history_length,
+    )
+    checkpoint = train_models(data, params)
     if evaluate:
         report = evaluate_scorer(CheckpointScorer(checkpoint), dataset, data, heldout)
-        checkpoint.metrics = report.to_dict()
+        checkpoint.metrics.update(report.to_dict())
         logger.info("validation:\n%s", report.format_table())
     checkpoint.save(output)
     return checkpoint
+
+
+def train_models(data: EncodedData, params: TrainingParams) -> Checkpoint:
+    """Train both models on ``data``; record their times and loss curves.
+
+    The checkpoint's ``metrics["training"]`` holds, per model, the training
+    seconds and the mean loss of each epoch.
+    """
+    two_tower_curve: list[float] = []
+    started = time.perf_counter()
+    two_tower = train_two_tower(data, params.two_tower, two_tower_curve)
+    two_tower_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    candidates = recall_candidates(two_tower, data, params.hard_negative_pool)
+    deepfm_curve: list[float] = []
+    deepfm = train_deepfm(data, params.deepfm, candidates, deepfm_curve)
+    deepfm_seconds = time.perf_counter() - started
+    logger.info(
+        "trained the two-tower model in %.1f s and DeepFM in %.1f s",
+        two_tower_seconds,
+        deepfm_seconds,
+    )
+    training = {
+        "two_tower": {"seconds": two_tower_seconds, "epoch_loss": two_tower_curve},
+        "deepfm": {"seconds": deepfm_seconds, "epoch_loss": deepfm_curve},
+    }
+    return Checkpoint(data.encoder, two_tower, deepfm, {"training": training})

@@ -29,7 +29,8 @@ class TwoTowerTraining:
 
     ``id_dropout`` is the share of training rows whose user and item ids are
     replaced by the out-of-vocabulary id, which teaches that id to stand for
-    users and items never seen in training.
+    users and items never seen in training. ``new_user_share`` is the share
+    of rows whose user also loses the history, as a new user arrives.
     """
 
     output_dim: int = 64
@@ -40,6 +41,7 @@ class TwoTowerTraining:
     learning_rate: float = 0.003
     temperature: float = 0.05
     id_dropout: float = 0.1
+    new_user_share: float = 0.1
     weight_decay: float = 1e-6
     seed: int = 0
 
@@ -54,11 +56,17 @@ def build_two_tower(data: EncodedData, params: TwoTowerTraining) -> TwoTower:
     return TwoTower(
         tower_config(users.field_sizes, users.field_slots, **sizes),
         tower_config(items.field_sizes, items.field_slots, **sizes),
+        temperature=params.temperature,
     )
 
 
-def train_two_tower(data: EncodedData, params: TwoTowerTraining) -> TwoTower:
-    """Train a two-tower model on the positive pairs of ``data``."""
+def train_two_tower(
+    data: EncodedData, params: TwoTowerTraining, curve: list[float] | None = None
+) -> TwoTower:
+    """Train a two-tower model on the positive pairs of ``data``.
+
+    Each epoch's mean loss is appended to ``curve`` when one is given.
+    """
     paddle.seed(params.seed)
     rng = np.random.default_rng(params.seed)
     model = build_two_tower(data, params)
@@ -71,12 +79,14 @@ def train_two_tower(data: EncodedData, params: TwoTowerTraining) -> TwoTower:
         order = rng.permutation(len(data.pairs))
         losses = []
         for start in range(0, len(order), params.batch_size):
-            batch = data.pairs[order[start : start + params.batch_size]]
+            batch = order[start : start + params.batch_size]
             if len(batch) < 2:
                 continue
             loss = _batch_loss(model, data, batch, log_q, params, rng)
             losses.append(apply_gradients(optimizer, loss))
-        log_epoch("two-tower", epoch, params.epochs, losses, len(order), started)
+        loss = log_epoch("two-tower", epoch, params.epochs, losses, len(order), started)
+        if curve is not None:
+            curve.append(loss)
     model.eval()
     return model
 
@@ -89,14 +99,17 @@ def _batch_loss(
     params: TwoTowerTraining,
     rng: np.random.Generator,
 ) -> paddle.Tensor:
-    users = data.user_rows[batch[:, 0]].copy()
-    items = data.item_rows[batch[:, 1]].copy()
+    """In-batch softmax loss of the pairs at positions ``batch`` of ``data.pairs``."""
+    users = data.pair_user_rows(batch)
+    item_positions = data.pairs[batch, 1]
+    items = data.item_rows[item_positions].copy()
     users[rng.random(len(batch)) < params.id_dropout, 0] = OOV_ID
+    data.as_new_users(users, params.new_user_share, rng)
     items[rng.random(len(batch)) < params.id_dropout, 0] = OOV_ID
     user_vectors, item_vectors = model(paddle.to_tensor(users), paddle.to_tensor(items))
     logits = paddle.matmul(user_vectors, item_vectors, transpose_y=True)
-    logits = logits / params.temperature - paddle.to_tensor(log_q[batch[:, 1]])
-    same_item = batch[:, 1][:, None] == batch[:, 1][None, :]
+    logits = logits / params.temperature - paddle.to_tensor(log_q[item_positions])
+    same_item = item_positions[:, None] == item_positions[None, :]
     np.fill_diagonal(same_item, False)
     logits = logits - paddle.to_tensor(same_item.astype(np.float32) * 1e9)
     labels = paddle.arange(len(batch), dtype="int64")
