@@ -17,6 +17,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from ecrs.serving.layout import CONFIG_FILE, ONNX_MODELS, RECOMMEND
+from ecrs.serving.requests import INPUT_NAMES
 from ecrs.training.checkpoint import Checkpoint
 
 SOURCE = source_repository()
@@ -123,7 +124,9 @@ def test_bls_code_uses_declared_names():
         for tensor in [*config.input, *config.output]:
             assert tensor.name in strings, f"{model}.{tensor.name}"
     recommend = read_config(SOURCE / RECOMMEND)
-    for tensor in [*recommend.input, *recommend.output]:
+    # The BLS model reads its inputs by the names the request parser declares.
+    assert {tensor.name for tensor in recommend.input} == set(INPUT_NAMES)
+    for tensor in recommend.output:
         assert tensor.name in strings, f"{RECOMMEND}.{tensor.name}"
 
 
