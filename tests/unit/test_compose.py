@@ -79,6 +79,11 @@ def test_servers_have_health_checks(services):
         assert check["retries"] > 0
 
 
+def test_servers_restart_after_a_crash(services):
+    for name in SERVERS:
+        assert services[name].get("restart") == "unless-stopped", name
+
+
 def test_start_order_waits_for_health(services):
     expected = {
         "milvus": {"etcd", "minio"},
