@@ -1,4 +1,8 @@
-"""``ecrs-client``: recommendations from a running server, as a table."""
+"""``ecrs-client``: recommendations, lookups, recall and ranking from a running server.
+
+Each command prints a table, or JSON with ``--json``. Errors print one line
+starting with the Triton status and exit with 1.
+"""
 
 from __future__ import annotations
 
@@ -30,24 +34,55 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tls_options(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     recommend = commands.add_parser("recommend", help="recommend items for one user")
-    user = recommend.add_mutually_exclusive_group(required=True)
+    _add_user_options(recommend)
+    recommend.add_argument(
+        "--top-n", type=int, help="number of items to return (default: the server's)"
+    )
+    _add_exclude_seen(recommend)
+    recommend.set_defaults(run=_recommend)
+
+    user = commands.add_parser("user", help="a known user's features and recent items")
+    user.add_argument("user_id", help="id of a known user")
+    user.set_defaults(run=_user, features=None)
+
+    items = commands.add_parser("items", help="the details of items by id")
+    items.add_argument("item_ids", nargs="+", help="item ids")
+    items.set_defaults(run=_items, features=None)
+
+    recall = commands.add_parser("recall", help="recall candidates with their similarity")
+    _add_user_options(recall)
+    recall.add_argument(
+        "--candidates", type=int, help="number of candidates (default: the server's)"
+    )
+    _add_exclude_seen(recall)
+    recall.set_defaults(run=_recall)
+
+    rank = commands.add_parser("rank", help="score a list of items for one user")
+    _add_user_options(rank)
+    rank.add_argument("item_ids", nargs="+", help="item ids to rank")
+    rank.set_defaults(run=_rank)
+    for command in (recommend, user, items, recall, rank):
+        command.add_argument(
+            "--json", action="store_true", help="print JSON instead of a table"
+        )
+    return parser
+
+
+def _add_user_options(parser: argparse.ArgumentParser) -> None:
+    user = parser.add_mutually_exclusive_group(required=True)
     user.add_argument("--user-id", help="id of a known user")
     user.add_argument(
         "--features",
         help='a new user\'s raw features as a JSON object, e.g. \'{"age": "25-34"}\'',
     )
-    recommend.add_argument(
-        "--top-n", type=int, help="number of items to return (default: the server's)"
-    )
-    recommend.add_argument(
+
+
+def _add_exclude_seen(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--exclude-seen",
         action="store_true",
         help="leave out the items a known user interacted with",
     )
-    recommend.add_argument(
-        "--json", action="store_true", help="print JSON instead of a table"
-    )
-    return parser
 
 
 def _add_tls_options(parser: argparse.ArgumentParser) -> None:
@@ -72,25 +107,85 @@ def main(argv: Sequence[str] | None = None) -> int:
             private_key=args.private_key,
             certificate_chain=args.certificate_chain,
         ) as client:
-            items = client.recommend(
-                user_id=args.user_id,
-                user_features=features,
-                top_n=args.top_n,
-                exclude_seen=args.exclude_seen,
-            )
+            args.run(client, args, features)
     except EcrsError as exc:
         status = f"{exc.status}: " if exc.status else ""
         print(f"ecrs-client: error: {status}{exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _recommend(client: RecommendClient, args: argparse.Namespace, features: dict | None) -> None:
+    items = client.recommend(
+        user_id=args.user_id,
+        user_features=features,
+        top_n=args.top_n,
+        exclude_seen=args.exclude_seen,
+    )
     if items.unknown_features:
         print(unknown_features_note(items.unknown_features, features), file=sys.stderr)
     if args.json:
-        print(
-            json.dumps([item.__dict__ for item in items], ensure_ascii=False, indent=2)
-        )
+        _print_json([item.__dict__ for item in items])
     else:
         print(format_table(items))
-    return 0
+
+
+def _user(client: RecommendClient, args: argparse.Namespace, features: None) -> None:
+    profile = client.user(args.user_id)
+    if args.json:
+        _print_json(profile.__dict__)
+        return
+    for name, value in profile.features.items():
+        print(f"{name}: {value}")
+    print(f"recent items: {', '.join(profile.recent_items) or '(none)'}")
+
+
+def _items(client: RecommendClient, args: argparse.Namespace, features: None) -> None:
+    found = client.items(args.item_ids)
+    _note_missing(found.missing)
+    if args.json:
+        _print_json(found.__dict__)
+        return
+    for item_id, details in found.items.items():
+        print(item_id, "  ".join(f"{key}={value}" for key, value in details.items()))
+
+
+def _recall(client: RecommendClient, args: argparse.Namespace, features: dict | None) -> None:
+    candidates = client.recall(
+        user_id=args.user_id,
+        user_features=features,
+        candidates=args.candidates,
+        exclude_seen=args.exclude_seen,
+    )
+    if args.json:
+        _print_json([{"item_id": item_id, "similarity": value} for item_id, value in candidates])
+        return
+    for rank, (item_id, value) in enumerate(candidates, start=1):
+        print(f"{rank:>4}  {item_id}  {value:.4f}")
+
+
+def _rank(client: RecommendClient, args: argparse.Namespace, features: dict | None) -> None:
+    ranked = client.rank(args.item_ids, user_id=args.user_id, user_features=features)
+    _note_missing(ranked.missing)
+    if args.json:
+        _print_json(
+            {
+                "items": [{"item_id": item_id, "score": score} for item_id, score in ranked.items],
+                "missing": ranked.missing,
+            }
+        )
+        return
+    for rank, (item_id, score) in enumerate(ranked.items, start=1):
+        print(f"{rank:>4}  {item_id}  {score:.4f}")
+
+
+def _note_missing(missing: Sequence[str]) -> None:
+    if missing:
+        print(f"ecrs-client: note: not found: {', '.join(missing)}", file=sys.stderr)
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, ensure_ascii=False, indent=2))
 
 
 def unknown_features_note(names: Sequence[str], features: dict | None) -> str:

@@ -1,4 +1,7 @@
-"""A gRPC client for ``recommend_ensemble`` on tritonclient.
+"""A gRPC client for the served ECRS models on tritonclient.
+
+``RecommendClient`` calls ``recommend_ensemble`` and the single-step models:
+``user_lookup``, ``item_lookup``, ``recall_candidates`` and ``rank_items``.
 
 Server errors come back as ECRS exceptions: NOT_FOUND as ``NotFoundError``,
 INVALID_ARGUMENT as ``InvalidInputError``, an unreachable server or an
@@ -49,6 +52,30 @@ class Recommendations(list):
     ) -> None:
         super().__init__(items)
         self.unknown_features = list(unknown_features)
+
+
+@dataclass(frozen=True)
+class UserProfile:
+    """A user's stored raw features and recent item ids, most recent first."""
+
+    features: dict[str, str]
+    recent_items: list[str]
+
+
+@dataclass(frozen=True)
+class ItemLookup:
+    """Item details by id, in request order, and the ids not found."""
+
+    items: dict[str, dict[str, str]]
+    missing: list[str]
+
+
+@dataclass(frozen=True)
+class RankedItems:
+    """(item id, score) pairs, best first, and the ids not found."""
+
+    items: list[tuple[str, float]]
+    missing: list[str]
 
 
 class RecommendClient:
@@ -106,19 +133,81 @@ class RecommendClient:
             top_n=top_n,
             exclude_seen=exclude_seen,
         )
+        return parse_result(self.infer(MODEL_NAME, inputs, OUTPUT_NAMES))
+
+    def user(self, user_id: str) -> UserProfile:
+        """Return a known user's stored raw features and recent items."""
+        result = self.infer(
+            "user_lookup",
+            [_bytes_input("USER_ID", user_id.encode("utf-8"))],
+            ("USER_FEATURES", "RECENT_ITEMS"),
+        )
+        features = json.loads(_text(result.as_numpy("USER_FEATURES")[0]))
+        return UserProfile(features, _texts(result.as_numpy("RECENT_ITEMS")))
+
+    def items(self, item_ids: Sequence[str]) -> ItemLookup:
+        """Return the details of the ``item_ids`` found and the ids not found."""
+        result = self.infer(
+            "item_lookup",
+            [_ids_input("ITEM_IDS", item_ids)],
+            ("ITEM_IDS", "ITEM_DETAILS", "MISSING_IDS"),
+        )
+        found = _texts(result.as_numpy("ITEM_IDS"))
+        details = [json.loads(text) for text in _texts(result.as_numpy("ITEM_DETAILS"))]
+        return ItemLookup(dict(zip(found, details)), _texts(result.as_numpy("MISSING_IDS")))
+
+    def recall(
+        self,
+        *,
+        user_id: str | None = None,
+        user_features: Mapping[str, Any] | None = None,
+        candidates: int | None = None,
+        exclude_seen: bool = False,
+    ) -> list[tuple[str, float]]:
+        """Return recall candidates as (item id, similarity), most similar first."""
+        inputs = user_inputs(user_id, user_features)
+        if candidates is not None:
+            inputs.append(_int_input("CANDIDATES", candidates))
+        if exclude_seen:
+            inputs.append(_flag_input("EXCLUDE_SEEN"))
+        result = self.infer("recall_candidates", inputs, ("ITEM_IDS", "SIMILARITIES"))
+        ids = _texts(result.as_numpy("ITEM_IDS"))
+        similarities = result.as_numpy("SIMILARITIES")
+        return [(item_id, float(value)) for item_id, value in zip(ids, similarities)]
+
+    def rank(
+        self,
+        item_ids: Sequence[str],
+        *,
+        user_id: str | None = None,
+        user_features: Mapping[str, Any] | None = None,
+    ) -> RankedItems:
+        """Score ``item_ids`` for a user, best first; unknown ids come back as missing."""
+        inputs = [*user_inputs(user_id, user_features), _ids_input("ITEM_IDS", item_ids)]
+        result = self.infer(
+            "rank_items", inputs, ("ITEM_IDS", "SCORES", "MISSING_IDS")
+        )
+        ranked = list(
+            zip(_texts(result.as_numpy("ITEM_IDS")), map(float, result.as_numpy("SCORES")))
+        )
+        return RankedItems(ranked, _texts(result.as_numpy("MISSING_IDS")))
+
+    def infer(
+        self,
+        model: str,
+        inputs: list[grpcclient.InferInput],
+        output_names: Sequence[str],
+    ) -> grpcclient.InferResult:
+        """Run one request on ``model``; server errors raise ECRS exceptions."""
         try:
-            result = self._client.infer(
-                MODEL_NAME,
+            return self._client.infer(
+                model,
                 inputs,
-                outputs=[
-                    grpcclient.InferRequestedOutput(name)
-                    for name in OUTPUT_NAMES
-                ],
+                outputs=[grpcclient.InferRequestedOutput(name) for name in output_names],
                 client_timeout=self.timeout_s,
             )
         except InferenceServerException as exc:
             raise server_error(exc, self.url) from exc
-        return parse_result(result)
 
     def close(self) -> None:
         self._client.close()
@@ -137,24 +226,45 @@ def request_inputs(
     top_n: int | None,
     exclude_seen: bool = False,
 ) -> list[grpcclient.InferInput]:
+    inputs = user_inputs(user_id, user_features)
+    if top_n is not None:
+        inputs.append(_int_input("TOP_N", top_n))
+    if exclude_seen:
+        inputs.append(_flag_input("EXCLUDE_SEEN"))
+    return inputs
+
+
+def user_inputs(
+    user_id: str | None, user_features: Mapping[str, Any] | None
+) -> list[grpcclient.InferInput]:
+    """Return the USER_ID input of a known user or the USER_FEATURES of a new one."""
     if (user_id is None) == (user_features is None):
         raise InvalidInputError(
             "pass exactly one of user_id and user_features", input_name="USER_ID"
         )
     if user_id is not None:
-        inputs = [_bytes_input("USER_ID", user_id.encode("utf-8"))]
-    else:
-        payload = json.dumps(dict(user_features or {}), ensure_ascii=False)
-        inputs = [_bytes_input("USER_FEATURES", payload.encode("utf-8"))]
-    if top_n is not None:
-        top = grpcclient.InferInput("TOP_N", [1], "INT32")
-        top.set_data_from_numpy(np.array([top_n], dtype=np.int32))
-        inputs.append(top)
-    if exclude_seen:
-        flag = grpcclient.InferInput("EXCLUDE_SEEN", [1], "BOOL")
-        flag.set_data_from_numpy(np.array([True]))
-        inputs.append(flag)
-    return inputs
+        return [_bytes_input("USER_ID", user_id.encode("utf-8"))]
+    payload = json.dumps(dict(user_features or {}), ensure_ascii=False)
+    return [_bytes_input("USER_FEATURES", payload.encode("utf-8"))]
+
+
+def _int_input(name: str, value: int) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, [1], "INT32")
+    tensor.set_data_from_numpy(np.array([value], dtype=np.int32))
+    return tensor
+
+
+def _flag_input(name: str) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, [1], "BOOL")
+    tensor.set_data_from_numpy(np.array([True]))
+    return tensor
+
+
+def _ids_input(name: str, ids: Sequence[str]) -> grpcclient.InferInput:
+    values = np.array([str(item).encode("utf-8") for item in ids], dtype=np.object_)
+    tensor = grpcclient.InferInput(name, [len(values)], "BYTES")
+    tensor.set_data_from_numpy(values)
+    return tensor
 
 
 def _bytes_input(name: str, value: bytes) -> grpcclient.InferInput:
@@ -180,6 +290,10 @@ def parse_result(result: grpcclient.InferResult) -> Recommendations:
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _texts(values: np.ndarray | None) -> list[str]:
+    return [] if values is None else [_text(value) for value in values]
 
 
 def server_error(exc: InferenceServerException, url: str) -> EcrsError:

@@ -106,6 +106,13 @@ def _add_model_commands(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, required=True, help="checkpoint folder to write"
     )
     _add_training_options(train)
+    train.add_argument(
+        "--holdout-share",
+        type=float,
+        default=0.2,
+        help="share of each user's latest interactions held out for validation "
+        "(default 0.2); 0 trains on everything, for the model to serve",
+    )
     train.set_defaults(handler=commands.train_models)
 
     evaluate = subparsers.add_parser(
@@ -205,6 +212,8 @@ def _add_model_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_stack_commands(subparsers: argparse._SubParsersAction) -> None:
+    _add_update_commands(subparsers)
+
     stack = subparsers.add_parser(
         "stack", help="start, stop or inspect the local servers"
     )
@@ -232,6 +241,44 @@ def _add_main_command(subparsers: argparse._SubParsersAction) -> None:
     main.add_argument("--seed", type=int, default=0, help="random seed")
     _add_ports(main)
     main.set_defaults(handler=commands.run_main_job)
+
+
+def _add_update_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Online changes to the running stack's stores: items, users and events."""
+    items = subparsers.add_parser(
+        "items", help="add, update or remove catalogue items in the running stack"
+    ).add_subparsers(dest="action", required=True)
+    upsert = items.add_parser(
+        "upsert", help="add or replace items from a CSV or Parquet file of the items table"
+    )
+    upsert.add_argument("--file", type=Path, required=True, help="items file")
+    upsert.set_defaults(handler=commands.upsert_items)
+    remove = items.add_parser("remove", help="remove items by id")
+    remove.add_argument("item_ids", nargs="+", help="item ids")
+    remove.set_defaults(handler=commands.remove_items)
+
+    users = subparsers.add_parser(
+        "users", help="add, update or delete users in the running stack"
+    ).add_subparsers(dest="action", required=True)
+    upsert = users.add_parser(
+        "upsert", help="add or replace users from a CSV or Parquet file of the users table"
+    )
+    upsert.add_argument("--file", type=Path, required=True, help="users file")
+    upsert.set_defaults(handler=commands.upsert_users)
+    delete = users.add_parser(
+        "delete", help="delete a user's features and interactions from the stores"
+    )
+    delete.add_argument("user_id", help="user id")
+    delete.set_defaults(handler=commands.delete_user)
+
+    events = subparsers.add_parser(
+        "events", help="record interactions in the running stack"
+    ).add_subparsers(dest="action", required=True)
+    record = events.add_parser(
+        "record", help="record interactions from a file with user id, item id and timestamp"
+    )
+    record.add_argument("--file", type=Path, required=True, help="events file")
+    record.set_defaults(handler=commands.record_events)
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:

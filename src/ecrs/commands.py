@@ -9,21 +9,23 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ecrs import main_job
 from ecrs.config import StackConfig, StoreConfig
 from ecrs.data.dataset import Dataset
-from ecrs.errors import ConfigError
 from ecrs.data.generate import generate_shop_dataset
 from ecrs.data.importer import ImportReport, import_dataset
 from ecrs.data.movielens import load_movielens
-from ecrs.errors import ConfigError
+from ecrs.errors import ConfigError, NotFoundError
 from ecrs.evaluation.quality import QualityRun, run_quality
-from ecrs.evaluation.report import report_paths, write_report
+from ecrs.evaluation.report import check_report_folder, write_report
 from ecrs.export.repository import export_checkpoint
 from ecrs.stack import launcher, running
 from ecrs.stores.loader import LoadResult, load_stores
+from ecrs.stores.updates import StoreUpdater, read_entity_file, read_events_file
 from ecrs.training.checkpoint import Checkpoint
 from ecrs.training.deepfm import DeepFMTraining
 from ecrs.training.pipeline import TrainingParams, train
@@ -77,13 +79,14 @@ def training_params(args: argparse.Namespace) -> TrainingParams:
         two_tower=TwoTowerTraining(**two_tower),
         deepfm=DeepFMTraining(**deepfm),
         history_length=getattr(args, "history", TrainingParams.history_length),
+        holdout_share=getattr(args, "holdout_share", TrainingParams.holdout_share),
     )
 
 
 def evaluate_models(args: argparse.Namespace, stack: StackConfig) -> int:
     dataset = Dataset.load(args.data)
     if args.report is not None:
-        report_paths(args.report)  # reject a bad page path before training
+        check_report_folder(args.report)
     checkpoint = None
     if args.checkpoint is not None:
         checkpoint = Checkpoint.load(args.checkpoint)
@@ -120,7 +123,7 @@ def format_run(run: QualityRun) -> str:
         )
     parts.append("\ntargets")
     for target in run.targets():
-        parts.append(f"  {'met   ' if target.met else 'MISSED'} {target.name}: {abs(target.value):.4f}")
+        parts.append(f"  {target.name}: {target.describe()}")
     return "\n".join(parts)
 
 
@@ -137,6 +140,68 @@ def export_models(args: argparse.Namespace, stack: StackConfig) -> int:
         f"exported version {result.version} into {repository} (max |ONNX - Paddle|: {parity})"
     )
     return 0
+
+
+def upsert_items(args: argparse.Namespace, stack: StackConfig) -> int:
+    with _updater(stack) as updater:
+        ids, records = read_entity_file(args.file, updater.schema.items, "items")
+        change = updater.upsert_items(ids, records)
+    print(
+        f"upserted {change.items} items into Redis and {', '.join(change.collections)}; "
+        "serving sees them now"
+    )
+    return 0
+
+
+def remove_items(args: argparse.Namespace, stack: StackConfig) -> int:
+    with _updater(stack) as updater:
+        change = updater.remove_items(args.item_ids)
+    print(
+        f"removed {change.items} items from Redis and {', '.join(change.collections)}; "
+        "serving no longer returns them"
+    )
+    return 0
+
+
+def upsert_users(args: argparse.Namespace, stack: StackConfig) -> int:
+    with _updater(stack) as updater:
+        ids, records = read_entity_file(args.file, updater.schema.users, "users")
+        count = updater.upsert_users(ids, records)
+    print(f"upserted {count} users")
+    return 0
+
+
+def delete_user(args: argparse.Namespace, stack: StackConfig) -> int:
+    with _updater(stack) as updater:
+        existed = updater.delete_user(args.user_id)
+    if not existed:
+        raise NotFoundError(
+            f"user id {args.user_id!r} is not in the stores; nothing was deleted",
+            kind="user",
+            id=args.user_id,
+        )
+    print(f"deleted user {args.user_id!r}: features and interactions")
+    return 0
+
+
+def record_events(args: argparse.Namespace, stack: StackConfig) -> int:
+    with _updater(stack) as updater:
+        users, items, timestamps = read_events_file(
+            args.file, updater.schema.interactions
+        )
+        count = updater.record_interactions(users, items, timestamps)
+    print(f"recorded {count} interactions")
+    return 0
+
+
+@contextmanager
+def _updater(stack: StackConfig) -> Iterator[StoreUpdater]:
+    live = running.running_config(stack.state_dir)
+    updater = StoreUpdater(live.model_repository, live.stores)
+    try:
+        yield updater
+    finally:
+        updater.close()
 
 
 def load_data(args: argparse.Namespace, stack: StackConfig) -> int:

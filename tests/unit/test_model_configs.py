@@ -16,8 +16,10 @@ from ecrs.export.repository import export_checkpoint, source_repository
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from ecrs.serving.layout import CONFIG_FILE, ONNX_MODELS, RECOMMEND
+from ecrs.serving import triton_model
+from ecrs.serving.layout import CONFIG_FILE, ONNX_MODELS, PYTHON_MODELS, RECOMMEND
 from ecrs.serving.requests import INPUT_NAMES
+from ecrs.serving.triton_model import CAPABILITIES
 from ecrs.training.checkpoint import Checkpoint
 
 SOURCE = source_repository()
@@ -51,10 +53,10 @@ def graph(exported, model: str) -> onnx.GraphProto:
 
 def test_source_has_one_folder_per_model():
     folders = {path.name for path in SOURCE.iterdir() if (path / CONFIG_FILE).exists()}
-    assert folders == {*ONNX_MODELS, RECOMMEND}
+    assert folders == {*ONNX_MODELS, *PYTHON_MODELS}
 
 
-@pytest.mark.parametrize("model", [*ONNX_MODELS, RECOMMEND])
+@pytest.mark.parametrize("model", [*ONNX_MODELS, *PYTHON_MODELS])
 def test_config_name_matches_folder(model):
     assert read_config(SOURCE / model).name == model
 
@@ -98,16 +100,22 @@ def test_served_config_dims_equal_onnx(exported, model):
         assert list(tensor.dims) == dims[1:]
 
 
-def test_recommend_config_is_python_bls():
-    config = read_config(SOURCE / RECOMMEND)
+@pytest.mark.parametrize("model", PYTHON_MODELS)
+def test_python_model_config_matches_its_capability(model):
+    """Each Python model declares the tensors its handler reads and returns."""
+    config = read_config(SOURCE / model)
     assert config.backend == "python"
     assert config.max_batch_size == 0
-    assert (SOURCE / RECOMMEND / "1" / "model.py").is_file()
+    code = (SOURCE / model / "1" / "model.py").read_text(encoding="utf-8")
+    assert "ServedPythonModel" in code
+    capability = CAPABILITIES[model]
+    assert tuple(tensor.name for tensor in config.input) == capability.inputs
+    assert tuple(tensor.name for tensor in config.output) == capability.outputs
 
 
 def string_constants(path: Path) -> set[str]:
-    """Return the string literals of a Python file: the model and tensor names
-    that recommend_ensemble's code passes to BLS calls and responses."""
+    """Return the string literals of a Python file: the tensor names that
+    the adapter passes to BLS calls."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     return {
         node.value
@@ -117,17 +125,14 @@ def string_constants(path: Path) -> set[str]:
 
 
 def test_bls_code_uses_declared_names():
-    strings = string_constants(SOURCE / RECOMMEND / "1" / "model.py")
-    for model in ("user_tower", "deepfm_rank"):
-        assert model in strings
+    strings = string_constants(Path(triton_model.__file__).with_name("triton_adapter.py"))
+    for model in ONNX_MODELS:
         config = read_config(SOURCE / model)
         for tensor in [*config.input, *config.output]:
             assert tensor.name in strings, f"{model}.{tensor.name}"
     recommend = read_config(SOURCE / RECOMMEND)
-    # The BLS model reads its inputs by the names the request parser declares.
+    # recommend_ensemble reads its inputs by the names the request parser declares.
     assert {tensor.name for tensor in recommend.input} == set(INPUT_NAMES)
-    for tensor in recommend.output:
-        assert tensor.name in strings, f"{RECOMMEND}.{tensor.name}"
 
 
 def test_gpu_export_sets_gpu_instances(small_checkpoint, tmp_path):

@@ -14,7 +14,7 @@ from ecrs.evaluation.evaluate import (
     EvaluationReport,
 )
 from ecrs.evaluation.quality import QualityRun, ServedComparison
-from ecrs.evaluation.report import write_report
+from ecrs.evaluation.report import check_report_folder, write_report
 
 
 def metrics(recall50, ndcg10):
@@ -44,6 +44,7 @@ def quality_run():
     )
     curve = {"seconds": 1.5, "epoch_loss": [2.0, 1.0]}
     return QualityRun(
+        settings={"cold_start_share": 0.1},
         dataset={"name": "toy", "users": 3, "items": 4, "interactions": 9},
         main=main,
         training={"main": {"two_tower": curve, "deepfm": curve}},
@@ -79,6 +80,8 @@ def test_write_report_writes_page_json_and_png(tmp_path):
     text = page.read_text()
     assert "| EASE | 0.3700 | 0.2100 | 0.1000 |" in text
     assert "missed by 0.0050" in text
+    assert "| two-stage NDCG@10 >= 0.20 | 0.2050 | 0.2000 | met by 0.0050 |" in text
+    assert "Cold start: 10% of the users" in text
     assert "![Training loss per epoch](quality_training.png)" in text
     copy = json.loads((tmp_path / "docs" / "quality.json").read_text())
     assert copy["main"]["methods"][EASE]["ndcg@10"] == 0.21
@@ -89,3 +92,26 @@ def test_write_report_writes_page_json_and_png(tmp_path):
 def test_report_page_must_be_markdown(tmp_path):
     with pytest.raises(ConfigError, match="quality.txt"):
         write_report(quality_run(), tmp_path / "quality.txt")
+
+
+def test_targets_not_computed_are_listed_as_not_evaluated(tmp_path):
+    run = quality_run()
+    run.cold_start = None
+    run.served = None
+    targets = {target.name: target for target in run.targets()}
+    cold = targets["cold-start two-stage recall@50 above popularity's"]
+    assert not cold.met
+    assert cold.describe() == "not evaluated: the run had --cold-start-share 0"
+    served = targets["served metrics within the tolerance of the offline ones"]
+    assert served.describe() == "not evaluated: the run had no --served"
+    write_report(run, tmp_path / "quality.md")
+    text = (tmp_path / "quality.md").read_text()
+    assert "|  |  | not evaluated: the run had no --served |" in text
+    assert "Cold start:" not in text
+
+
+def test_report_folder_that_cannot_be_written_fails_early(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="cannot write the report"):
+        check_report_folder(blocker / "quality.md")

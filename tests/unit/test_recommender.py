@@ -9,7 +9,7 @@ from ecrs.data.schema import DatasetSchema
 from ecrs.errors import InvalidInputError, NotFoundError
 from ecrs.features.encoder import FIRST_VALUE_ID, OOV_ID, FeatureEncoder
 from ecrs.serving.recommender import Recommender, parse_user_features
-from ecrs.serving.requests import parse_request
+from ecrs.serving.requests import parse_item_ids, parse_request
 from ecrs.serving.scoring import Scoring
 
 FEATURES = ["age", "sex"]
@@ -256,3 +256,23 @@ def test_recall_weight_adds_the_similarity_to_the_ranker_logit():
     np.testing.assert_allclose(
         result.scores, [np.log(0.25) + 9, 7.0, np.log(9) + 1], atol=1e-5
     )
+
+
+def test_item_ids_keep_order_and_drop_repeats():
+    ids = np.array([b"b", b"a", b"b"], dtype=np.object_)
+    assert parse_item_ids(ids) == ["b", "a"]
+
+
+@pytest.mark.parametrize(
+    "ids, message",
+    [
+        (np.array([], dtype=np.object_), "missing or empty"),
+        (np.array([b"\xff"], dtype=np.object_), "not valid UTF-8"),
+        (np.array([b" "], dtype=np.object_), "empty id"),
+        (np.array([b"x" * 257], dtype=np.object_), "257 bytes long"),
+        (np.array([b"i"] * 1001, dtype=np.object_), "at most 1000"),
+    ],
+)
+def test_bad_item_ids_are_invalid(ids, message):
+    with pytest.raises(InvalidInputError, match=message):
+        parse_item_ids(ids)

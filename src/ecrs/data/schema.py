@@ -140,7 +140,8 @@ class DatasetSchema:
         except FileNotFoundError as exc:
             raise DataError(
                 f"no {SCHEMA_FILE} in {folder}; a data set folder needs one "
-                "(see 'Bringing your own data' in the README)"
+                "(see 'Bringing your own data' in the README). For the original "
+                "MovieLens 100K files, convert them first with 'ecrs data movielens'"
             ) from exc
         except json.JSONDecodeError as exc:
             raise DataError(f"{path} is not valid JSON: {exc}") from exc

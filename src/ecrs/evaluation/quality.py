@@ -10,6 +10,7 @@ offline numbers. ``QualityRun`` holds everything the quality page shows.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
 import time
@@ -27,6 +28,7 @@ from ecrs.evaluation.evaluate import (
     EASE,
     ITEM_KNN,
     KS,
+    MAX_BASELINE_ITEMS,
     POPULARITY,
     TWO_STAGE,
     TWO_TOWER,
@@ -102,16 +104,30 @@ class QualityRun:
 
 @dataclass(frozen=True)
 class Target:
-    """A quality goal: ``value`` must reach ``threshold`` (or exceed it when strict)."""
+    """A quality goal: ``value`` must reach ``threshold`` (or exceed it when strict).
+
+    ``skipped`` says why a goal was not evaluated in this run; its value and
+    threshold are then NaN.
+    """
 
     name: str
     value: float
     threshold: float
     strict: bool = False
+    skipped: str = ""
 
     @property
     def met(self) -> bool:
+        if self.skipped:
+            return False
         return self.value > self.threshold if self.strict else self.value >= self.threshold
+
+    def describe(self) -> str:
+        """Return "met by X", "missed by X" or "not evaluated: why"."""
+        if self.skipped:
+            return f"not evaluated: {self.skipped}"
+        margin = abs(self.value - self.threshold)
+        return f"{'met' if self.met else 'missed'} by {margin:.4f}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,6 +136,7 @@ class Target:
             "threshold": self.threshold,
             "strict": self.strict,
             "met": self.met,
+            "skipped": self.skipped,
         }
 
 
@@ -150,7 +167,7 @@ def run_quality(
     main = evaluate_scorer(
         CheckpointScorer(checkpoint), dataset, data, heldout, seed=seed, baselines=True
     )
-    logger.info("held-out users:\n%s", main.format_table())
+    logger.info("evaluated %d held-out users", main.users)
     run = QualityRun(
         dataset=dataset_summary(dataset),
         main=main,
@@ -187,7 +204,7 @@ def add_cold_start(
     )
     run.cold_start_users = len(split.users)
     run.training["cold start"] = checkpoint.metrics.get("training", {})
-    logger.info("cold-start users:\n%s", run.cold_start.format_table())
+    logger.info("evaluated %d cold-start users", run.cold_start_users)
 
 
 def compare_served(
@@ -217,49 +234,56 @@ def compare_served(
 
 
 def quality_targets(run: QualityRun) -> list[Target]:
-    """Return the goals the quality page checks, from the run's own numbers."""
+    """Return the goals the quality page checks, from the run's own numbers.
+
+    A goal whose numbers this run did not compute is listed as not evaluated.
+    """
     methods = run.main.methods
+    two_tower_recall = methods[TWO_TOWER]["recall@50"]
+    two_stage_ndcg = methods[TWO_STAGE]["ndcg@10"]
     targets = [
-        Target("two-tower recall@50 >= 0.33", methods[TWO_TOWER]["recall@50"], 0.33),
-        Target("two-stage NDCG@10 >= 0.20", methods[TWO_STAGE]["ndcg@10"], 0.20),
-    ]
-    if ITEM_KNN in methods:
-        targets.append(
-            Target(
-                "two-tower recall@50 above item KNN's",
-                methods[TWO_TOWER]["recall@50"],
-                methods[ITEM_KNN]["recall@50"],
-                strict=True,
-            )
-        )
-    if EASE in methods:
-        targets.append(
-            Target(
-                "two-stage NDCG@10 above EASE's",
-                methods[TWO_STAGE]["ndcg@10"],
-                methods[EASE]["ndcg@10"],
-                strict=True,
-            )
-        )
-    if run.cold_start is not None:
+        Target("two-tower recall@50 >= 0.33", two_tower_recall, 0.33),
+        Target("two-stage NDCG@10 >= 0.20", two_stage_ndcg, 0.20),
+        _baseline_target(
+            "two-tower recall@50 above item KNN's", two_tower_recall,
+            methods.get(ITEM_KNN, {}).get("recall@50"),
+        ),
+        _baseline_target(
+            "two-stage NDCG@10 above EASE's", two_stage_ndcg,
+            methods.get(EASE, {}).get("ndcg@10"),
+        ),
+    ]  # fmt: skip
+    cold_name = "cold-start two-stage recall@50 above popularity's"
+    if run.cold_start is None:
+        targets.append(_skipped(cold_name, "the run had --cold-start-share 0"))
+    else:
         cold = run.cold_start.methods
         targets.append(
             Target(
-                "cold-start two-stage recall@50 above popularity's",
+                cold_name,
                 cold[TWO_STAGE]["recall@50"],
                 cold[POPULARITY]["recall@50"],
                 strict=True,
             )
         )
-    if run.served is not None:
+    served_name = "served metrics within the tolerance of the offline ones"
+    if run.served is None:
+        targets.append(_skipped(served_name, "the run had no --served"))
+    else:
         targets.append(
-            Target(
-                "served metrics within the tolerance of the offline ones",
-                -run.served.max_difference,
-                -run.served.tolerance,
-            )
+            Target(served_name, -run.served.max_difference, -run.served.tolerance)
         )
     return targets
+
+
+def _baseline_target(name: str, value: float, baseline: float | None) -> Target:
+    if baseline is None:
+        return _skipped(name, f"no item-item baselines above {MAX_BASELINE_ITEMS} items")
+    return Target(name, value, baseline, strict=True)
+
+
+def _skipped(name: str, reason: str) -> Target:
+    return Target(name, math.nan, math.nan, skipped=reason)
 
 
 def dataset_summary(dataset: Dataset) -> dict[str, Any]:
@@ -279,6 +303,7 @@ def settings_summary(
         "history_length": checkpoint.encoder.users.history_length,
         "two_tower_epochs": params.two_tower.epochs,
         "deepfm_epochs": params.deepfm.epochs,
+        "new_user_share": params.two_tower.new_user_share,
         "vector_dim": checkpoint.two_tower.user_tower.config.output_dim,
         "cold_start_share": cold_share,
         "seed": seed,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,16 @@ positives with one uniformly sampled negative each. Item KNN is cosine
 similarity over all items; EASE's L2 regularization is tuned by NDCG@10 on
 the last 20% of each user's training interactions. The two-stage method
 re-ranks the two-tower model's top 200 unseen items by DeepFM's logit plus
-the two-tower logit (similarity over temperature), as the server does.
+the two-tower logit (similarity over temperature), as the server does."""
 
-Cold start: 10% of the users, drawn with a fixed seed, lose all their
+COLD_START_PROTOCOL = """Cold start: {share:.0%} of the users, drawn with a fixed seed, lose all their
 interactions from training. A second pair of models is trained without them,
 and they are served as new users from their raw features alone (no id, no
 history). All of their interactions are the items to find, and nothing is
-excluded."""
+excluded, so these figures are not comparable with the held-out users'
+(a cold-start user has about five times as many items to find)."""
+
+MODEL_NAMES = {"two_tower": "two-tower", "deepfm": "DeepFM"}
 
 
 def report_paths(page: Path) -> tuple[Path, Path]:
@@ -42,6 +46,23 @@ def report_paths(page: Path) -> tuple[Path, Path]:
             "such as docs/quality.md"
         )
     return page.with_suffix(".json"), page.with_name(page.stem + "_training.png")
+
+
+def check_report_folder(page: Path) -> None:
+    """Create the page's folder and check that files can be written there.
+
+    Called before a long evaluation, so that a bad path fails at once.
+    """
+    report_paths(page)
+    try:
+        page.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=page.parent):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the report into {page.parent} ({exc.strerror}); "
+            "pass a --report path in a writable folder"
+        ) from exc
 
 
 def write_report(run: QualityRun, page: Path) -> list[Path]:
@@ -72,7 +93,10 @@ def format_page(run: QualityRun, plot_name: str) -> str:
     if run.cold_start is not None:
         sections += [
             "## Cold start\n",
-            f"{run.cold_start_users} users trained on nothing, served as new users.\n",
+            f"{run.cold_start_users} users trained on nothing, served as new users "
+            f"(DeepFM AUC on them: {run.cold_start.deepfm_auc:.4f}). All of their "
+            "interactions count, so compare these rows with each other, not with "
+            "the held-out table.\n",
             methods_table(run.cold_start.methods),
         ]
     if run.served is not None:
@@ -83,6 +107,11 @@ def format_page(run: QualityRun, plot_name: str) -> str:
         f"![Training loss per epoch]({plot_name})\n",
         "## Protocol\n",
         PROTOCOL + "\n",
+        *(
+            [COLD_START_PROTOCOL.format(share=run.settings["cold_start_share"]) + "\n"]
+            if run.cold_start is not None
+            else []
+        ),
         "## Settings and machine\n",
         settings_list(run),
     ]
@@ -92,14 +121,12 @@ def format_page(run: QualityRun, plot_name: str) -> str:
 def targets_table(run: QualityRun) -> str:
     lines = ["| target | value | threshold | result |", "|---|---:|---:|---|"]
     for target in run.targets():
-        if target.met:
-            result = "met"
-        else:
-            result = f"missed by {abs(target.threshold - target.value):.4f}"
-        lines.append(
-            f"| {target.name} | {abs(target.value):.4f} | "
-            f"{abs(target.threshold):.4f} | {result} |"
+        value, threshold = (
+            ("", "")
+            if target.skipped
+            else (f"{abs(target.value):.4f}", f"{abs(target.threshold):.4f}")
         )
+        lines.append(f"| {target.name} | {value} | {threshold} | {target.describe()} |")
     return "\n".join(lines) + "\n"
 
 
@@ -140,8 +167,8 @@ def training_table(training: dict[str, Any]) -> str:
     for run_name, models in training.items():
         for model, record in models.items():
             lines.append(
-                f"| {run_name} | {model} | {len(record['epoch_loss'])} | "
-                f"{record['seconds']:.1f} |"
+                f"| {run_name} | {MODEL_NAMES.get(model, model)} | "
+                f"{len(record['epoch_loss'])} | {record['seconds']:.1f} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -167,7 +194,7 @@ def plot_training_curves(training: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib import pyplot
+    from matplotlib import pyplot, ticker
 
     models = sorted({model for models in training.values() for model in models})
     figure, axes = pyplot.subplots(1, max(1, len(models)), figsize=(5 * max(1, len(models)), 3.5))
@@ -177,8 +204,9 @@ def plot_training_curves(training: dict[str, Any], path: Path) -> None:
             if model in records:
                 losses = records[model]["epoch_loss"]
                 axis.plot(range(1, len(losses) + 1), losses, marker="o", label=run_name)
-        axis.set_title(f"{model} training loss")
+        axis.set_title(f"{MODEL_NAMES.get(model, model)} training loss")
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         axis.set_ylabel("mean loss")
         axis.legend()
     figure.tight_layout()

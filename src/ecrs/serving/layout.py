@@ -14,7 +14,13 @@ USER_TOWER = "user_tower"
 ITEM_TOWER = "item_tower"
 DEEPFM_RANK = "deepfm_rank"
 RECOMMEND = "recommend_ensemble"
+USER_LOOKUP = "user_lookup"
+ITEM_LOOKUP = "item_lookup"
+RECALL_CANDIDATES = "recall_candidates"
+RANK_ITEMS = "rank_items"
 ONNX_MODELS = (USER_TOWER, ITEM_TOWER, DEEPFM_RANK)
+# The Python-backend models; each calls the ONNX models through BLS.
+PYTHON_MODELS = (RECOMMEND, USER_LOOKUP, ITEM_LOOKUP, RECALL_CANDIDATES, RANK_ITEMS)
 CONFIG_FILE = "config.pbtxt"
 ONNX_FILE = "model.onnx"
 

@@ -30,6 +30,8 @@ USER_ID_INPUT = "USER_ID"
 USER_FEATURES_INPUT = "USER_FEATURES"
 TOP_N_INPUT = "TOP_N"
 EXCLUDE_SEEN_INPUT = "EXCLUDE_SEEN"
+# Recent items a user lookup returns when the models read none.
+DEFAULT_RECENT_ITEMS = 20
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,15 @@ class User:
 
 
 @dataclass(frozen=True)
+class ItemLookup:
+    """Items found, with their details as JSON bytes, and the ids not found."""
+
+    item_ids: list[str]
+    details: list[bytes]
+    missing: list[str]
+
+
+@dataclass(frozen=True)
 class Candidates:
     """Recall output: item ids with their inner product with the user vector."""
 
@@ -80,6 +91,7 @@ class Recommender:
         candidates: int = 200,
         search_params: dict | None = None,
         scoring: Scoring | None = None,
+        item_tower: TowerFn | None = None,
     ) -> None:
         self.encoder = encoder
         self.features = features
@@ -90,6 +102,7 @@ class Recommender:
         self.candidates = candidates
         self.search_params = search_params
         self.scoring = scoring or Scoring()
+        self.item_tower = item_tower
 
     def user(
         self,
@@ -126,6 +139,46 @@ class Recommender:
                 input_name=USER_ID_INPUT,
             )
         return User(self.encoder.encode_users([None], [user_features]))
+
+    def lookup_user(self, user_id: str) -> tuple[dict[str, str], list[str]]:
+        """Return a known user's raw features and recent items, most recent first."""
+        history = self.encoder.users.history_length or DEFAULT_RECENT_ITEMS
+        stored, items = self.features.get_user_with_items(user_id, history)
+        if stored is None:
+            raise NotFoundError(
+                f"user id {user_id!r} is not in the feature store; check the id",
+                kind="user",
+                id=user_id,
+            )
+        return stored, items
+
+    def lookup_items(self, item_ids: list[str]) -> ItemLookup:
+        """Return the stored details of the ids found and list the others."""
+        stored = self.features.get_items_raw(item_ids)
+        found = [i for i, raw in enumerate(stored) if raw is not None]
+        return ItemLookup(
+            [item_ids[i] for i in found],
+            [stored[i] for i in found],
+            [item_id for item_id, raw in zip(item_ids, stored) if raw is None],
+        )
+
+    def rank_items(self, user: User, item_ids: list[str]) -> tuple[Recommendation, list[str]]:
+        """Score a caller's item list for ``user``, best first, as recommend scores.
+
+        The recall similarity comes from the item tower run on the items'
+        features. Ids not in the feature store are returned as missing.
+        """
+        lookup = self.lookup_items(item_ids)
+        similarities = np.zeros(len(lookup.item_ids), np.float32)
+        if self.item_tower is not None and lookup.item_ids:
+            records = [json.loads(raw) for raw in lookup.details]
+            item_rows = self.encoder.encode_items(lookup.item_ids, records)
+            user_vector = self.user_tower(user.row)[0]
+            similarities = self.item_tower(item_rows) @ user_vector
+        ranked = self.rank(
+            user.row, Candidates(lookup.item_ids, similarities), len(lookup.item_ids)
+        )
+        return ranked, lookup.missing
 
     def recall(
         self,

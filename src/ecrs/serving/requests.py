@@ -1,7 +1,9 @@
-"""Parse and check the inputs of a ``recommend_ensemble`` request.
+"""Parse and check the inputs of the served models' requests.
 
 The functions take plain numpy arrays (``None`` for an absent optional
-input), so they run and test without Triton.
+input), so they run and test without Triton. Ids are at most
+``MAX_ID_BYTES`` bytes of UTF-8, and an id list has at most
+``MAX_ITEM_IDS`` ids.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from ecrs.serving.recommender import (
 
 # Every input of recommend_ensemble; all are optional in its config.
 INPUT_NAMES = (USER_ID_INPUT, USER_FEATURES_INPUT, TOP_N_INPUT, EXCLUDE_SEEN_INPUT)
+ITEM_IDS_INPUT = "ITEM_IDS"
+CANDIDATES_INPUT = "CANDIDATES"
+MAX_ID_BYTES = 256
+MAX_ITEM_IDS = 1000
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,19 @@ def parse_request(
     max_top_n: int,
 ) -> RecommendRequest:
     """Check that exactly one of USER_ID and USER_FEATURES is present, and TOP_N."""
+    user_id, user_features = parse_user(inputs, feature_names)
+    return RecommendRequest(
+        top_n=parse_top_n(inputs.get(TOP_N_INPUT), default_top_n, max_top_n),
+        user_id=user_id,
+        user_features=user_features,
+        exclude_seen=parse_flag(inputs.get(EXCLUDE_SEEN_INPUT), EXCLUDE_SEEN_INPUT),
+    )
+
+
+def parse_user(
+    inputs: Mapping[str, np.ndarray | None], feature_names: list[str]
+) -> tuple[str | None, dict[str, str] | None]:
+    """Return (user id, None) for a known user or (None, features) for a new one."""
     user_id = inputs.get(USER_ID_INPUT)
     user_features = inputs.get(USER_FEATURES_INPUT)
     if (user_id is None) == (user_features is None):
@@ -49,20 +68,10 @@ def parse_request(
             f"{USER_FEATURES_INPUT} (a new user's features as a JSON object)",
             input_name=USER_ID_INPUT if user_id is not None else USER_FEATURES_INPUT,
         )
-    top_n = parse_top_n(inputs.get(TOP_N_INPUT), default_top_n, max_top_n)
-    exclude_seen = parse_flag(inputs.get(EXCLUDE_SEEN_INPUT), EXCLUDE_SEEN_INPUT)
     if user_id is not None:
-        return RecommendRequest(
-            top_n=top_n,
-            user_id=single_text(user_id, USER_ID_INPUT),
-            exclude_seen=exclude_seen,
-        )
+        return single_text(user_id, USER_ID_INPUT), None
     raw = single_bytes(user_features, USER_FEATURES_INPUT)
-    return RecommendRequest(
-        top_n=top_n,
-        user_features=parse_user_features(raw, feature_names),
-        exclude_seen=exclude_seen,
-    )
+    return None, parse_user_features(raw, feature_names)
 
 
 def parse_flag(value: np.ndarray | None, name: str) -> bool:
@@ -77,20 +86,23 @@ def parse_flag(value: np.ndarray | None, name: str) -> bool:
 
 
 def parse_top_n(value: np.ndarray | None, default: int, maximum: int) -> int:
+    return parse_count(value, TOP_N_INPUT, default, maximum)
+
+
+def parse_count(value: np.ndarray | None, name: str, default: int, maximum: int) -> int:
+    """Read an optional one-element count from 1 to ``maximum``."""
     if value is None:
         return default
     if value.size != 1:
         raise InvalidInputError(
-            f"{TOP_N_INPUT} must hold one value, got {value.size}",
-            input_name=TOP_N_INPUT,
+            f"{name} must hold one value, got {value.size}", input_name=name
         )
-    top_n = int(value.reshape(-1)[0])
-    if not 1 <= top_n <= maximum:
+    count = int(value.reshape(-1)[0])
+    if not 1 <= count <= maximum:
         raise InvalidInputError(
-            f"{TOP_N_INPUT} is {top_n}; send a value from 1 to {maximum}",
-            input_name=TOP_N_INPUT,
+            f"{name} is {count}; send a value from 1 to {maximum}", input_name=name
         )
-    return top_n
+    return count
 
 
 def single_bytes(value: np.ndarray, name: str) -> bytes:
@@ -104,14 +116,47 @@ def single_bytes(value: np.ndarray, name: str) -> bytes:
 
 
 def single_text(value: np.ndarray, name: str) -> str:
-    raw = single_bytes(value, name)
+    """Read a one-element id input as checked UTF-8 text."""
+    return _id_text(single_bytes(value, name), name)
+
+
+def parse_item_ids(value: np.ndarray | None, name: str = ITEM_IDS_INPUT) -> list[str]:
+    """Read a list of 1 to ``MAX_ITEM_IDS`` distinct ids, keeping their order."""
+    if value is None or value.size == 0:
+        raise InvalidInputError(
+            f"{name} is missing or empty; send 1 to {MAX_ITEM_IDS} item ids",
+            input_name=name,
+        )
+    if value.size > MAX_ITEM_IDS:
+        raise InvalidInputError(
+            f"{name} has {value.size} ids; send at most {MAX_ITEM_IDS} per request",
+            input_name=name,
+        )
+    ids = [_id_text(element, name) for element in value.reshape(-1)]
+    return list(dict.fromkeys(ids))
+
+
+def check_id(text: str, name: str) -> str:
+    """Reject an empty id or one over ``MAX_ID_BYTES`` bytes."""
+    if not text:
+        raise InvalidInputError(f"{name} is an empty id; send a non-empty id", input_name=name)
+    size = len(text.encode("utf-8"))
+    if size > MAX_ID_BYTES:
+        raise InvalidInputError(
+            f"{name} {text[:40]!r}... is {size} bytes long; ids are at most "
+            f"{MAX_ID_BYTES} bytes",
+            input_name=name,
+        )
+    return text
+
+
+def _id_text(element: object, name: str) -> str:
+    raw = element if isinstance(element, bytes) else str(element).encode("utf-8")
     try:
         text = raw.decode("utf-8").strip()
     except UnicodeDecodeError as exc:
         raise InvalidInputError(
-            f"{name} {raw[:40]!r} is not valid UTF-8; send the id as UTF-8 text",
+            f"{name} {raw[:40]!r} is not valid UTF-8; send ids as UTF-8 text",
             input_name=name,
         ) from exc
-    if not text:
-        raise InvalidInputError(f"{name} is empty; send a user id", input_name=name)
-    return text
+    return check_id(text, name)

@@ -10,7 +10,7 @@ from tritonclient.utils import InferenceServerException
 
 from ecrs.config import Ports, StackConfig
 from ecrs.errors import StackError, UnavailableError
-from ecrs.serving.layout import ONNX_MODELS, RECOMMEND
+from ecrs.serving.layout import ONNX_MODELS, PYTHON_MODELS
 from ecrs.stack.launcher import SERVICES, stack_status, start_stack
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def reload_triton(triton_url: str, *, log_hint: str = "see Triton's log") -> Non
     The ONNX models load first because recommend_ensemble calls them.
     """
     with grpcclient.InferenceServerClient(triton_url) as client:
-        for model in (*ONNX_MODELS, RECOMMEND):
+        for model in (*ONNX_MODELS, *PYTHON_MODELS):
             try:
                 client.load_model(model)
             except InferenceServerException as exc:
@@ -70,7 +70,7 @@ def reload_triton(triton_url: str, *, log_hint: str = "see Triton's log") -> Non
                     f"{exc.message()}; {log_hint}",
                     service="triton",
                 ) from exc
-    logger.info("reloaded %s", ", ".join((*ONNX_MODELS, RECOMMEND)))
+    logger.info("reloaded %s", ", ".join((*ONNX_MODELS, *PYTHON_MODELS)))
 
 
 def format_status(state_dir: Path) -> str:

@@ -154,9 +154,10 @@ class FeatureStore:
         with self._errors(f"write {key}"):
             self.client.hset(key, mapping=dict(fields))
 
-    def delete(self, key: str) -> None:
-        with self._errors(f"delete {key}"):
-            self.client.delete(key)
+    def delete(self, *keys: str) -> int:
+        """Delete keys; return how many existed."""
+        with self._errors(f"delete {len(keys)} keys"):
+            return int(self.client.delete(*keys))
 
     def ping(self) -> None:
         with self._errors("ping"):

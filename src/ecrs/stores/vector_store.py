@@ -217,6 +217,23 @@ class VectorStore:
             return {"ef": max(256, limit)}
         return {}
 
+    def delete(self, name: str, ids: Sequence[str]) -> None:
+        """Delete the rows of ``ids`` from ``name``; absent ids are ignored."""
+        with self._errors(f"delete from {name}"):
+            for start in range(0, len(ids), INSERT_BATCH):
+                self.client.delete(name, ids=list(ids[start : start + INSERT_BATCH]))
+
+    def visible_ids(self, name: str, ids: Sequence[str]) -> set[str]:
+        """Return which of ``ids`` a query with serving's consistency level sees."""
+        with self._errors(f"query {name}"):
+            rows = self.client.query(
+                name,
+                ids=list(ids),
+                output_fields=[ID_FIELD],
+                consistency_level="Bounded",
+            )
+        return {row[ID_FIELD] for row in rows}
+
     def has_collection(self, name: str) -> bool:
         with self._errors(f"look up {name}"):
             return bool(self.client.has_collection(name))

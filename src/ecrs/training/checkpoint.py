@@ -54,6 +54,11 @@ class Checkpoint:
     @classmethod
     def load(cls, folder: str | Path) -> Checkpoint:
         folder = Path(folder)
+        if not folder.is_dir():
+            raise DataError(
+                f"checkpoint folder {folder} does not exist; check the path, or "
+                "write one with 'ecrs train'"
+            )
         if not (folder / f"{TWO_TOWER}.pdparams").exists():
             raise DataError(
                 f"{folder} is not a checkpoint (no {TWO_TOWER}.pdparams); "

@@ -40,10 +40,18 @@ def train(
     """Split, train the two-tower model and DeepFM, validate, and save to ``output``.
 
     Validation metrics are computed on the held-out split and stored in the
-    checkpoint's ``metrics.json``.
+    checkpoint's ``metrics.json``. A ``holdout_share`` of 0 trains on every
+    interaction, as a model to serve after evaluation should, and skips
+    validation.
     """
     params = params or TrainingParams()
-    train_part, heldout = temporal_split(dataset, holdout_share=params.holdout_share)
+    if params.holdout_share == 0:
+        train_part, heldout = dataset.interactions, dataset.interactions.iloc[:0]
+        evaluate = False
+    else:
+        train_part, heldout = temporal_split(
+            dataset, holdout_share=params.holdout_share
+        )
     logger.info(
         "training on %d interactions, %d held out for validation",
         len(train_part),

@@ -1,0 +1,103 @@
+"""The Triton Python-backend adapter shared by every served Python model.
+
+Each ``model.py`` under ``model_repository/`` subclasses ``ServedPythonModel``
+and names its capability; this class reads the inputs the capability
+declares, calls its ``RecommendModel`` handler, and returns the outputs as
+tensors. ``user_tower``, ``item_tower`` and ``deepfm_rank`` run through BLS
+calls pinned to the version the model serves. ECRS errors become Triton
+errors with the matching code; any other exception becomes INTERNAL, is
+logged, and the model keeps serving.
+
+Only a Triton Python-backend stub can import this module, because it imports
+``triton_python_backend_utils``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from ecrs.config import StoreConfig
+from ecrs.errors import EcrsError, UnavailableError
+from ecrs.serving.layout import DEEPFM_RANK, ITEM_TOWER, USER_TOWER
+from ecrs.serving.triton_model import CAPABILITIES, RecommendModel, model_parameters
+
+
+class ServedPythonModel:
+    """Base of the ``TritonPythonModel`` classes; subclasses set ``capability``."""
+
+    capability: str = ""
+
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        self.spec = CAPABILITIES[self.capability]
+        self.logger = pb_utils.Logger
+        self.model = RecommendModel(
+            model_folder=args["model_repository"],
+            parameters=model_parameters(config),
+            stores=StoreConfig.from_env(),
+            user_tower=self._user_tower,
+            ranker=self._rank,
+            item_tower=self._item_tower,
+        )
+        self.handler = getattr(self.model, self.spec.handler)
+        self.logger.log_info(
+            f"{self.capability} serves version {self.model.version} "
+            f"(collection {self.model.collection})"
+        )
+
+    def execute(self, requests: list) -> list:
+        return [self._respond(request) for request in requests]
+
+    def finalize(self) -> None:
+        self.model.close()
+
+    def _respond(self, request):
+        inputs = {}
+        for name in self.spec.inputs:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            inputs[name] = None if tensor is None else tensor.as_numpy()
+        try:
+            outputs = self.handler(inputs)
+        except EcrsError as exc:
+            # Each request error's status is the name of its TritonError code.
+            code = getattr(pb_utils.TritonError, exc.status or "INTERNAL")
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), code))
+        except Exception as exc:  # report, keep serving the other requests
+            self.logger.log_error(f"{self.capability} failed: {exc!r}")
+            return pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(
+                    f"internal error: {exc!r}", pb_utils.TritonError.INTERNAL
+                )
+            )
+        return pb_utils.InferenceResponse(
+            output_tensors=[pb_utils.Tensor(name, value) for name, value in outputs.items()]
+        )
+
+    def _user_tower(self, rows: np.ndarray) -> np.ndarray:
+        return self._bls(USER_TOWER, {"USER_FEATURE_IDS": rows}, "USER_EMBEDDING")
+
+    def _item_tower(self, rows: np.ndarray) -> np.ndarray:
+        return self._bls(ITEM_TOWER, {"ITEM_FEATURE_IDS": rows}, "ITEM_EMBEDDING")
+
+    def _rank(self, user_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
+        feeds = {"USER_FEATURE_IDS": user_rows, "ITEM_FEATURE_IDS": item_rows}
+        return self._bls(DEEPFM_RANK, feeds, "SCORE")[:, 0]
+
+    def _bls(self, model_name: str, feeds: dict, output_name: str) -> np.ndarray:
+        request = pb_utils.InferenceRequest(
+            model_name=model_name,
+            model_version=self.model.version,
+            requested_output_names=[output_name],
+            inputs=[pb_utils.Tensor(name, value) for name, value in feeds.items()],
+        )
+        response = request.exec()
+        if response.has_error():
+            raise UnavailableError(
+                f"model {model_name} version {self.model.version} failed: "
+                f"{response.error().message()}",
+                service=model_name,
+            )
+        return pb_utils.get_output_tensor_by_name(response, output_name).as_numpy()
