@@ -39,6 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--top-n", type=int, help="number of items to return (default: the server's)"
     )
     _add_exclude_seen(recommend)
+    recommend.add_argument(
+        "--filter",
+        help='keep only items with one of these values, e.g. \'{"category": ["shoes"]}\'',
+    )
+    recommend.add_argument(
+        "--cap",
+        help='the most results that may share one value, e.g. \'{"brand": 2}\'',
+    )
     recommend.set_defaults(run=_recommend)
 
     user = commands.add_parser("user", help="a known user's features and recent items")
@@ -121,6 +129,8 @@ def _recommend(client: RecommendClient, args: argparse.Namespace, features: dict
         user_features=features,
         top_n=args.top_n,
         exclude_seen=args.exclude_seen,
+        filters=_parse_json_object(args.filter, "--filter"),
+        cap=_parse_json_object(args.cap, "--cap"),
     )
     if items.unknown_features:
         print(unknown_features_note(items.unknown_features, features), file=sys.stderr)
@@ -201,16 +211,18 @@ def unknown_features_note(names: Sequence[str], features: dict | None) -> str:
 
 
 def _parse_features(raw: str | None) -> dict | None:
+    return _parse_json_object(raw, "--features")
+
+
+def _parse_json_object(raw: str | None, flag: str) -> dict | None:
     if raw is None:
         return None
     try:
         parsed = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise EcrsError(
-            f"--features is not valid JSON ({exc}); pass a JSON object"
-        ) from exc
+        raise EcrsError(f"{flag} is not valid JSON ({exc}); pass a JSON object") from exc
     if not isinstance(parsed, dict):
-        raise EcrsError(f"--features must be a JSON object, got {raw!r}")
+        raise EcrsError(f"{flag} must be a JSON object, got {raw!r}")
     return parsed
 
 

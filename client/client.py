@@ -11,6 +11,7 @@ UNAVAILABLE store as ``UnavailableError``.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,10 +123,15 @@ class RecommendClient:
         user_features: Mapping[str, Any] | None = None,
         top_n: int | None = None,
         exclude_seen: bool = False,
+        filters: Mapping[str, Sequence[str]] | None = None,
+        cap: Mapping[str, int] | None = None,
     ) -> Recommendations:
         """Recommend for a known ``user_id`` or a new user's ``user_features``.
 
         With ``exclude_seen``, items the user interacted with are left out.
+        ``filters`` keeps only items whose column has one of the listed values,
+        such as ``{"category": ["shoes"]}``, and ``cap`` limits how many results
+        share one value of a column, such as ``{"brand": 2}``.
         """
         inputs = request_inputs(
             user_id=user_id,
@@ -133,6 +139,10 @@ class RecommendClient:
             top_n=top_n,
             exclude_seen=exclude_seen,
         )
+        for name, value in (("FILTER", filters), ("CAP", cap)):
+            if value is not None:
+                payload = json.dumps(dict(value), ensure_ascii=False)
+                inputs.append(_bytes_input(name, payload.encode("utf-8")))
         return parse_result(self.infer(MODEL_NAME, inputs, OUTPUT_NAMES))
 
     def user(self, user_id: str) -> UserProfile:
@@ -198,13 +208,18 @@ class RecommendClient:
         inputs: list[grpcclient.InferInput],
         output_names: Sequence[str],
     ) -> grpcclient.InferResult:
-        """Run one request on ``model``; server errors raise ECRS exceptions."""
+        """Run one request on ``model``; server errors raise ECRS exceptions.
+
+        Each request gets a fresh id, which the server's log lines about it
+        carry.
+        """
         try:
             return self._client.infer(
                 model,
                 inputs,
                 outputs=[grpcclient.InferRequestedOutput(name) for name in output_names],
                 client_timeout=self.timeout_s,
+                request_id=uuid.uuid4().hex,
             )
         except InferenceServerException as exc:
             raise server_error(exc, self.url) from exc

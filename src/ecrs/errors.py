@@ -9,6 +9,7 @@ offending value in their message; errors of a store or server name its address.
     ├── NotFoundError        a user or item id is not in the stores
     ├── InvalidInputError    a request input is malformed
     ├── UnavailableError     Redis, Milvus or Triton cannot be reached
+    ├── ModelError           a model called through BLS returned an error
     ├── ExportError          an export failed, including a parity check
     └── StackError           a local server failed to start or stop
 """
@@ -63,6 +64,14 @@ class UnavailableError(EcrsError):
     def __init__(self, message: str, *, service: str) -> None:
         super().__init__(message)
         self.service = service
+
+
+class ModelError(EcrsError):
+    """A model called through BLS failed; ``status`` is its Triton error code."""
+
+    def __init__(self, message: str, *, status: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ExportError(EcrsError):

@@ -149,3 +149,34 @@ def test_client_cli_runs_each_lookup(stack, loaded, small_dataset):
     unknown = run_client(stack, "user", "nobody-here")
     assert unknown.returncode == 1
     assert unknown.stderr.startswith("ecrs-client: error: NOT_FOUND")
+
+
+def test_category_filter_and_brand_cap_keep_top_n_full(client, small_dataset):
+    """Every result has the category asked for and at most two share a brand."""
+    user_id = user_ids(small_dataset)[0]
+    catalogue = small_dataset.items.set_index(small_dataset.schema.items.id)
+    category = catalogue["category"].value_counts().index[0]
+    items = client.recommend(
+        user_id=user_id,
+        top_n=5,
+        filters={"category": [category]},
+        cap={"brand": 2},
+    )
+    assert len(items) == min(5, int((catalogue["category"] == category).sum()))
+    assert {item.details["category"] for item in items} == {category}
+    brands = [item.details["brand"] for item in items]
+    assert max(brands.count(brand) for brand in brands) <= 2
+
+
+def test_brand_cap_alone_keeps_top_n_full(client, small_dataset):
+    # The test catalogue has 10 brands, so a cap of 3 can fill 20 results.
+    items = client.recommend(user_id=user_ids(small_dataset)[0], top_n=20, cap={"brand": 3})
+    brands = [item.details["brand"] for item in items]
+    assert len(brands) == 20
+    assert max(brands.count(brand) for brand in brands) <= 3
+
+
+def test_filter_on_an_unknown_column_is_invalid(client, small_dataset):
+    with pytest.raises(InvalidInputError, match="unknown item column"):
+        client.recommend(user_id=user_ids(small_dataset)[0], filters={"colour": ["red"]})
+    assert len(client.recommend(user_id=user_ids(small_dataset)[0], top_n=3)) == 3

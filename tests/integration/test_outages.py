@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+import redis
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
@@ -54,3 +55,72 @@ def test_redis_outage_is_unavailable_then_recovers(
             time.sleep(0.5)
     # The append-only file kept every user and item across the restart.
     assert after == before
+
+
+def test_failing_model_in_the_chain_passes_on_its_error(
+    stack, loaded, client, small_dataset
+):
+    """With deepfm_rank unloaded, recommend_ensemble fails with UNAVAILABLE
+    naming deepfm_rank, not a generic internal error, and recovers on reload."""
+    user_id = small_dataset.users[small_dataset.schema.users.id].iloc[0]
+    with grpcclient.InferenceServerClient(stack.triton_grpc_url) as raw:
+        raw.unload_model("deepfm_rank")
+        try:
+            with pytest.raises(UnavailableError) as info:
+                client.recommend(user_id=user_id, top_n=5)
+            assert "deepfm_rank" in str(info.value)
+            assert "not ready" in str(info.value)
+        finally:
+            raw.load_model("deepfm_rank")
+    assert len(client.recommend(user_id=user_id, top_n=5)) == 5
+
+
+def stop_milvus(stack) -> None:
+    milvus = next(
+        status for status in stack_status(stack.state_dir) if status.name == "milvus"
+    )
+    assert stop_process("milvus", milvus.pid, None, timeout_s=60)
+
+
+def test_milvus_outage_is_unavailable_then_recovers(
+    stack, loaded, client, small_dataset
+):
+    user_id = small_dataset.users[small_dataset.schema.users.id].iloc[1]
+    before = [item.item_id for item in client.recommend(user_id=user_id, top_n=5)]
+    stop_milvus(stack)
+    try:
+        with pytest.raises(UnavailableError, match="Milvus at"):
+            client.recommend(user_id=user_id, top_n=5)
+    finally:
+        start_stack(stack, services=("milvus",))
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            after = [
+                item.item_id for item in client.recommend(user_id=user_id, top_n=5)
+            ]
+            break
+        except UnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+    assert after == before
+
+
+def test_slow_redis_is_unavailable_then_recovers(stack, loaded, client, small_dataset):
+    """Redis paused longer than the 2 s store timeout gives UNAVAILABLE."""
+    user_id = small_dataset.users[small_dataset.schema.users.id].iloc[2]
+    admin = redis.Redis.from_url(stack.stores.redis_url)
+    admin.execute_command("CLIENT", "PAUSE", 6000, "ALL")
+    with pytest.raises(UnavailableError, match="Redis at"):
+        client.recommend(user_id=user_id, top_n=5)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            assert len(client.recommend(user_id=user_id, top_n=5)) == 5
+            break
+        except UnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    admin.close()

@@ -86,6 +86,10 @@ def test_unknown_user_is_not_found_and_server_keeps_serving(client, small_datase
         ({"user_features": {}}, "USER_FEATURES"),
         ({"user_id": "u000001", "top_n": 0}, "TOP_N"),
         ({"user_id": "u000001", "top_n": 10_000}, "TOP_N"),
+        ({"user_id": "u000001", "top_n": -1}, "from 1 to 100"),
+        ({"user_features": {"age": ["25-34"]}}, "'age' has value"),
+        ({"user_features": {"age": "x" * 70_000}}, "at most 65536"),
+        ({"user_id": "u" * 300}, "at most 256 bytes"),
     ],
 )
 def test_malformed_request_is_invalid_argument(
@@ -254,3 +258,39 @@ def test_client_cli_unknown_user_one_line_error(stack, loaded):
     assert len(lines) == 1
     assert lines[0].startswith("ecrs-client: error: NOT_FOUND: ")
     assert "'ghost'" in lines[0]
+
+
+def test_features_change_the_recommendations(client, small_dataset):
+    """A new user's features matter: their list differs from that of a profile
+    whose every value is unknown to the models (the least a request can say)."""
+    features = new_user_features(small_dataset)
+    unknown = {name: "never-seen-value" for name in features}
+    informed = [item.item_id for item in client.recommend(user_features=features, top_n=10)]
+    uninformed = client.recommend(user_features=unknown, top_n=10)
+    assert sorted(uninformed.unknown_features) == sorted(features)
+    assert informed != [item.item_id for item in uninformed]
+
+
+def test_strict_filter_returns_fewer_items_without_padding(client, small_dataset):
+    catalogue = small_dataset.items.set_index(small_dataset.schema.items.id)
+    rare = catalogue["category"].value_counts().index[-1]
+    expected = int((catalogue["category"] == rare).sum())
+    items = client.recommend(
+        user_id=known_user(small_dataset), top_n=100, filters={"category": [rare]}
+    )
+    assert len(items) == expected < 100
+    assert all(item.item_id in catalogue.index for item in items)
+
+
+def test_rejected_request_is_logged_with_its_request_id(stack, loaded):
+    with grpcclient.InferenceServerClient(stack.triton_grpc_url) as raw:
+        with pytest.raises(InferenceServerException):
+            raw.infer(
+                "recommend_ensemble",
+                [bytes_input("USER_ID", [b"no-such-user"])],
+                request_id="trace-7f3a",
+            )
+    log = (stack.logs_dir / "triton.log").read_text(encoding="utf-8", errors="replace")
+    line = next(line for line in log.splitlines() if "trace-7f3a" in line)
+    assert "NOT_FOUND" in line
+    assert "no-such-user" in line

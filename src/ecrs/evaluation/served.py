@@ -10,6 +10,7 @@ asked for recommendations with ``exclude_seen``, as a client would.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -46,7 +47,13 @@ def served_rankings(
     top_n: int,
     state_dir: Path,
 ) -> ServedRankings:
-    """Start a private stack, load ``train`` and ask it for every user's top ``top_n``."""
+    """Start a private stack, load ``train`` and ask it for every user's top ``top_n``.
+
+    ``state_dir`` starts empty: what an earlier evaluation left there (its
+    versions, collections and interactions) is removed first.
+    """
+    stop_stack(state_dir)
+    shutil.rmtree(state_dir, ignore_errors=True)
     config = StackConfig(state_dir=state_dir, ports=pick_free_ports())
     export_checkpoint(checkpoint, config.model_repository)
     start_stack(config)

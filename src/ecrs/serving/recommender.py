@@ -17,6 +17,7 @@ import numpy as np
 
 from ecrs.errors import InvalidInputError, NotFoundError
 from ecrs.features.encoder import RECENT_ITEMS, FeatureEncoder
+from ecrs.serving.filters import ItemFilter
 from ecrs.serving.scoring import Scoring
 from ecrs.stores.feature_store import FeatureStore
 from ecrs.stores.vector_store import VectorStore
@@ -30,6 +31,10 @@ USER_ID_INPUT = "USER_ID"
 USER_FEATURES_INPUT = "USER_FEATURES"
 TOP_N_INPUT = "TOP_N"
 EXCLUDE_SEEN_INPUT = "EXCLUDE_SEEN"
+# The largest USER_FEATURES JSON a request may send.
+MAX_FEATURES_BYTES = 64 * 1024
+# The most results one Milvus search returns (its topk limit).
+MAX_SEARCH = 16384
 # Recent items a user lookup returns when the models read none.
 DEFAULT_RECENT_ITEMS = 20
 
@@ -235,19 +240,70 @@ class Recommender:
         user_id: str | None = None,
         user_features: Mapping[str, Any] | None = None,
         exclude_seen: bool = False,
+        item_filter: ItemFilter | None = None,
     ) -> Recommendation:
         """Run recall and ranking for one user and return the best ``top_n``.
 
         With ``exclude_seen``, items the user interacted with are left out.
+        ``item_filter`` keeps only qualifying items and caps how many share a
+        value; the result still has ``top_n`` items whenever enough qualify.
         """
+        item_filter = item_filter or ItemFilter()
         user = self.user(
             user_id=user_id, user_features=user_features, exclude_seen=exclude_seen
         )
-        candidates = self.recall(user.row, exclude=user.seen)
-        ranked = self.rank(user.row, candidates, top_n)
+        if item_filter.restricts or item_filter.caps:
+            candidates = self.qualifying_candidates(user, item_filter, top_n)
+        else:
+            candidates = self.recall(user.row, exclude=user.seen)
+        if item_filter.caps:
+            ranked = self.rank(user.row, candidates, len(candidates.item_ids))
+            records = [json.loads(raw) for raw in ranked.details]
+            kept = item_filter.capped(records, top_n)
+            ranked = Recommendation(
+                [ranked.item_ids[i] for i in kept],
+                ranked.scores[kept],
+                [ranked.details[i] for i in kept],
+            )
+        else:
+            ranked = self.rank(user.row, candidates, top_n)
         return replace(
             ranked, unknown_features=self.encoder.users.unknown_features(user.row[0])
         )
+
+    def qualifying_candidates(
+        self, user: User, item_filter: ItemFilter, top_n: int
+    ) -> Candidates:
+        """Recall up to ``candidates`` items that pass the filter, searching wider
+        until they also fill ``top_n`` results under the caps.
+
+        Each round asks Milvus for four times as many results, until enough
+        qualify, the collection has no more, or the search reaches Milvus's
+        limit of ``MAX_SEARCH`` results.
+        """
+        limit = self.candidates
+        while True:
+            found = self.recall(user.row, limit, exclude=user.seen)
+            records = [
+                None if raw is None else json.loads(raw)
+                for raw in self.features.get_items_raw(found.item_ids)
+            ]
+            keep = [
+                i
+                for i, record in enumerate(records)
+                if record is not None and item_filter.accepts(record)
+            ]
+            enough = len(keep) >= self.candidates and (
+                len(item_filter.capped([records[i] for i in keep], top_n)) >= top_n
+            )
+            exhausted = len(found.item_ids) < limit
+            widest = limit + len(user.seen) >= MAX_SEARCH
+            if enough or exhausted or widest:
+                if not item_filter.caps:
+                    keep = keep[: self.candidates]
+                similarities = np.asarray(found.similarities)[keep]
+                return Candidates([found.item_ids[i] for i in keep], similarities)
+            limit = min(limit * 4, MAX_SEARCH - len(user.seen))
 
 
 def parse_user_features(raw: bytes | str, feature_names: list[str]) -> dict[str, str]:
@@ -257,6 +313,13 @@ def parse_user_features(raw: bytes | str, feature_names: list[str]) -> dict[str,
     string or number (or null for a missing value); at least one feature must
     be present, so that a typo cannot silently recommend for an empty profile.
     """
+    size = len(raw.encode("utf-8") if isinstance(raw, str) else raw)
+    if size > MAX_FEATURES_BYTES:
+        raise InvalidInputError(
+            f"{USER_FEATURES_INPUT} is {size} bytes; send at most {MAX_FEATURES_BYTES} "
+            "bytes of JSON",
+            input_name=USER_FEATURES_INPUT,
+        )
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         parsed = json.loads(text)

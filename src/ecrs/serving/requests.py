@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ecrs.data.schema import EntityTable
 from ecrs.errors import InvalidInputError
+from ecrs.serving.filters import CAP_INPUT, FILTER_INPUT, ItemFilter, parse_item_filter
 from ecrs.serving.recommender import (
     EXCLUDE_SEEN_INPUT,
     TOP_N_INPUT,
@@ -24,7 +26,14 @@ from ecrs.serving.recommender import (
 
 
 # Every input of recommend_ensemble; all are optional in its config.
-INPUT_NAMES = (USER_ID_INPUT, USER_FEATURES_INPUT, TOP_N_INPUT, EXCLUDE_SEEN_INPUT)
+INPUT_NAMES = (
+    USER_ID_INPUT,
+    USER_FEATURES_INPUT,
+    TOP_N_INPUT,
+    EXCLUDE_SEEN_INPUT,
+    FILTER_INPUT,
+    CAP_INPUT,
+)
 ITEM_IDS_INPUT = "ITEM_IDS"
 CANDIDATES_INPUT = "CANDIDATES"
 MAX_ID_BYTES = 256
@@ -37,6 +46,7 @@ class RecommendRequest:
     user_id: str | None = None
     user_features: dict[str, str] | None = None
     exclude_seen: bool = False
+    item_filter: ItemFilter = ItemFilter()
 
 
 def parse_request(
@@ -45,15 +55,29 @@ def parse_request(
     feature_names: list[str],
     default_top_n: int,
     max_top_n: int,
+    items: EntityTable | None = None,
 ) -> RecommendRequest:
-    """Check that exactly one of USER_ID and USER_FEATURES is present, and TOP_N."""
+    """Check that exactly one of USER_ID and USER_FEATURES is present, TOP_N,
+    and the optional flags and item filters (``items`` names the item columns)."""
     user_id, user_features = parse_user(inputs, feature_names)
+    item_filter = ItemFilter()
+    if items is not None:
+        item_filter = parse_item_filter(
+            _optional_bytes(inputs.get(FILTER_INPUT), FILTER_INPUT),
+            _optional_bytes(inputs.get(CAP_INPUT), CAP_INPUT),
+            items,
+        )
     return RecommendRequest(
         top_n=parse_top_n(inputs.get(TOP_N_INPUT), default_top_n, max_top_n),
         user_id=user_id,
         user_features=user_features,
         exclude_seen=parse_flag(inputs.get(EXCLUDE_SEEN_INPUT), EXCLUDE_SEEN_INPUT),
+        item_filter=item_filter,
     )
+
+
+def _optional_bytes(value: np.ndarray | None, name: str) -> bytes | None:
+    return None if value is None else single_bytes(value, name)
 
 
 def parse_user(

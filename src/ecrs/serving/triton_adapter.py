@@ -1,12 +1,14 @@
 """The Triton Python-backend adapter shared by every served Python model.
 
 Each ``model.py`` under ``model_repository/`` subclasses ``ServedPythonModel``
-and names its capability; this class reads the inputs the capability
+and names its capability. This class reads the inputs the capability
 declares, calls its ``RecommendModel`` handler, and returns the outputs as
 tensors. ``user_tower``, ``item_tower`` and ``deepfm_rank`` run through BLS
 calls pinned to the version the model serves. ECRS errors become Triton
-errors with the matching code; any other exception becomes INTERNAL, is
-logged, and the model keeps serving.
+errors with the matching code. A failed BLS call passes on the called
+model's message and its request-error code, or UNAVAILABLE when the model
+itself failed; any other exception becomes INTERNAL, is logged, and the
+model keeps serving.
 
 Only a Triton Python-backend stub can import this module, because it imports
 ``triton_python_backend_utils``.
@@ -20,7 +22,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from ecrs.config import StoreConfig
-from ecrs.errors import EcrsError, UnavailableError
+from ecrs.errors import EcrsError, ModelError
 from ecrs.serving.layout import DEEPFM_RANK, ITEM_TOWER, USER_TOWER
 from ecrs.serving.triton_model import CAPABILITIES, RecommendModel, model_parameters
 
@@ -59,14 +61,21 @@ class ServedPythonModel:
         for name in self.spec.inputs:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             inputs[name] = None if tensor is None else tensor.as_numpy()
+        request_id = request.request_id() or "-"
         try:
             outputs = self.handler(inputs)
         except EcrsError as exc:
             # Each request error's status is the name of its TritonError code.
-            code = getattr(pb_utils.TritonError, exc.status or "INTERNAL")
+            status = exc.status or "INTERNAL"
+            self.logger.log_warn(
+                f"{self.capability} request {request_id}: {status}: {exc}"
+            )
+            code = getattr(pb_utils.TritonError, status)
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), code))
         except Exception as exc:  # report, keep serving the other requests
-            self.logger.log_error(f"{self.capability} failed: {exc!r}")
+            self.logger.log_error(
+                f"{self.capability} request {request_id} failed: {exc!r}"
+            )
             return pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(
                     f"internal error: {exc!r}", pb_utils.TritonError.INTERNAL
@@ -95,9 +104,23 @@ class ServedPythonModel:
         )
         response = request.exec()
         if response.has_error():
-            raise UnavailableError(
+            error = response.error()
+            raise ModelError(
                 f"model {model_name} version {self.model.version} failed: "
-                f"{response.error().message()}",
-                service=model_name,
+                f"{error.message()}",
+                status=_code_name(error.code()),
             )
         return pb_utils.get_output_tensor_by_name(response, output_name).as_numpy()
+
+
+def _code_name(code: int) -> str:
+    """Name the caller's code for a called model's error code.
+
+    A request error the called model reported (invalid input, not found,
+    unsupported, cancelled) keeps its code. Anything else, such as a model
+    that is not ready or failed inside, means a dependency is unavailable.
+    """
+    for name in ("INVALID_ARG", "NOT_FOUND", "UNSUPPORTED", "CANCELLED"):
+        if getattr(pb_utils.TritonError, name, None) == code:
+            return name
+    return "UNAVAILABLE"

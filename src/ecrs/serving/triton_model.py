@@ -165,12 +165,14 @@ class RecommendModel:
             feature_names=self.encoder.users.feature_names,
             default_top_n=self.parameters.default_top_n,
             max_top_n=self.parameters.max_top_n,
+            items=self.encoder.schema.items,
         )
         return self.recommender.recommend(
             top_n=request.top_n,
             user_id=request.user_id,
             user_features=request.user_features,
             exclude_seen=request.exclude_seen,
+            item_filter=request.item_filter,
         )
 
     def recommend_outputs(self, inputs: Inputs) -> Outputs:

@@ -8,11 +8,13 @@ time tick on every query. Loading waits until the new rows are searchable.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -27,6 +29,11 @@ ID_FIELD = "item_id"
 VECTOR_FIELD = "embedding"
 MAX_ID_LENGTH = 512
 INSERT_BATCH = 5000
+# A search fails with UNAVAILABLE after this many store timeouts.
+DEADLINE_FACTOR = 2
+# Searches in flight at once per store; more wait for a free thread.
+SEARCH_THREADS = 8
+T = TypeVar("T")
 # Below this many items an exact (FLAT) search is as fast as HNSW and exact.
 # NOTE: the threshold is an estimate; the serving benchmark should settle it.
 FLAT_INDEX_MAX_ITEMS = 20_000
@@ -67,6 +74,9 @@ class VectorStore:
         self.timeout_s = config.timeout_s
         self._client: MilvusClient | None = None
         self._search_params: dict[str, dict] = {}
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=SEARCH_THREADS, thread_name_prefix="milvus"
+        )
 
     @property
     def client(self) -> MilvusClient:
@@ -184,6 +194,13 @@ class VectorStore:
 
         Without ``search_params``, the parameters suit the collection's index.
         """
+        return self._within_deadline(
+            f"search {name}", self._search, name, vector, limit, search_params
+        )
+
+    def _search(
+        self, name: str, vector: np.ndarray, limit: int, search_params: dict | None
+    ) -> tuple[list[str], np.ndarray]:
         if search_params is None:
             search_params = self.search_params(name, limit)
         with self._errors(f"search {name}"):
@@ -194,6 +211,7 @@ class VectorStore:
                 output_fields=[],
                 search_params={"metric_type": "IP", "params": search_params},
                 consistency_level="Bounded",
+                timeout=self.timeout_s,
             )[0]
         ids = [hit["id"] for hit in hits]
         scores = np.asarray([hit["distance"] for hit in hits], dtype=np.float32)
@@ -203,9 +221,11 @@ class VectorStore:
         """Return search parameters for the index of ``name``, cached per collection."""
         if name not in self._search_params:
             with self._errors(f"describe the index of {name}"):
-                indexes = self.client.list_indexes(name)
+                indexes = self.client.list_indexes(name, timeout=self.timeout_s)
                 described = (
-                    self.client.describe_index(name, index_name=indexes[0])
+                    self.client.describe_index(
+                        name, index_name=indexes[0], timeout=self.timeout_s
+                    )
                     if indexes
                     else {}
                 )
@@ -231,14 +251,35 @@ class VectorStore:
                 ids=list(ids),
                 output_fields=[ID_FIELD],
                 consistency_level="Bounded",
+                timeout=self.timeout_s,
             )
         return {row[ID_FIELD] for row in rows}
+
+    def _within_deadline(self, action: str, call: Callable[..., T], *args: Any) -> T:
+        """Run ``call`` and raise UnavailableError if it takes over the deadline.
+
+        pymilvus's ``timeout`` bounds each attempt, but reconnecting to a
+        stopped Milvus can take longer than that, so a request would wait for
+        it past its own deadline.
+        """
+        future = self._executor.submit(call, *args)
+        try:
+            return future.result(timeout=self.timeout_s * DEADLINE_FACTOR)
+        except concurrent.futures.TimeoutError:
+            self._client = None
+            raise UnavailableError(
+                f"Milvus at {self.address} did not answer within "
+                f"{self.timeout_s * DEADLINE_FACTOR:.0f} s ({action}); check that "
+                "Milvus is running ('ecrs stack status')",
+                service="milvus",
+            ) from None
 
     def has_collection(self, name: str) -> bool:
         with self._errors(f"look up {name}"):
             return bool(self.client.has_collection(name))
 
     def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
         if self._client is not None:
             self._client.close()
             self._client = None
