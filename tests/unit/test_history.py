@@ -10,7 +10,7 @@ from ecrs.training.data import histories
 import pytest
 
 
-def test_each_pair_sees_only_earlier_items_most_recent_first():
+def test_pair_history_is_earlier_items():
     # User 0 interacts with items 5, 6, 7 in that order; user 1 with item 8.
     pairs = np.array([[0, 0], [0, 1], [0, 2], [1, 3]])
     codes = np.array([5, 6, 7, 8])
@@ -55,7 +55,7 @@ def test_encoder_reserves_the_recent_items_name():
         )  # fmt: skip
 
 
-def test_recent_items_round_trip_through_json_and_stay_out_of_feature_names():
+def test_recent_items_round_trip():
     encoder = FeatureEncoder.fit(
         DatasetSchema.from_dict(SCHEMA),
         users=[{"age": "30"}],
@@ -71,3 +71,16 @@ def test_recent_items_round_trip_through_json_and_stay_out_of_feature_names():
     assert list(row[-3:]) == [*loaded.users.history_ids(["b", "zzz"]), 0]
     # An unknown recent item is not reported as an unknown user feature.
     assert loaded.users.unknown_features(row) == []
+
+
+def test_single_slot_history_reads_a_list():
+    encoder = FeatureEncoder.fit(
+        DatasetSchema.from_dict(SCHEMA),
+        users=[{"age": "30"}],
+        items=[{}, {}],
+        trained_user_ids=["u1"],
+        trained_item_ids=["a", "b"],
+        history_length=1,
+    )
+    row = encoder.encode_users(["u1"], [{"age": "30", RECENT_ITEMS: ["b", "a"]}])[0]
+    assert list(row[-1:]) == encoder.users.history_ids(["b"])

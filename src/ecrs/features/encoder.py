@@ -116,7 +116,8 @@ class FieldEncoder:
         encoded = [OOV_ID if entity_id is None else self._lookup(0, entity_id)]
         for position, field in enumerate(self.fields[1:], start=1):
             raw = values.get(field.name)
-            if field.slots == 1 and field.separator is None:
+            single = field.slots == 1 and field.separator is None
+            if single and not isinstance(raw, (list, tuple)):
                 encoded.append(self._lookup(position, raw))
                 continue
             parts = _split(raw, field.separator)[: field.slots]
