@@ -16,6 +16,7 @@ import os
 import random
 import secrets
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from ecrs.data.dataset import Dataset
 from ecrs.stack.launcher import start_stack, stop_stack
 from ecrs.stack.ports import LOOPBACK, pick_free_ports, port_is_free
 from ecrs.stack.processes import ServerSpec, spawn, stop_process, wait_until_ready
-from ecrs.stack.redis_server import find_redis_server
+from ecrs.stack.redis_server import find_redis_server, redis_is_ready
 from ecrs.stores.loader import LoadResult, load_stores
 from ecrs.training.checkpoint import Checkpoint
 
@@ -63,6 +64,25 @@ def loaded(stack: StackConfig, small_dataset: Dataset) -> LoadResult:
 def client(stack: StackConfig, loaded: LoadResult) -> Iterator[RecommendClient]:
     with RecommendClient(stack.triton_grpc_url) as recommend_client:
         yield recommend_client
+
+
+# The ecrs-client console script installed beside this interpreter.
+CLIENT_SCRIPT = str(Path(sys.executable).parent / "ecrs-client")
+
+
+@pytest.fixture()
+def run_client(stack: StackConfig, loaded: LoadResult):
+    """Return a function that runs ecrs-client against the loaded stack."""
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [CLIENT_SCRIPT, "--url", stack.triton_grpc_url, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    return run
 
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
@@ -136,18 +156,6 @@ def node_command(port: int, data_dir: Path, password: str, acl: str, cluster: bo
     return command
 
 
-def answers_ping(port: int, password: str) -> bool:
-    client = redis.Redis(
-        host=LOOPBACK, port=port, password=password, socket_timeout=1.0
-    )
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
-
-
 def start_servers(folder: Path, count: int, *, cluster: bool) -> RedisServers:
     """Start ``count`` redis-servers with a random password; stop all on failure."""
     password = secrets.token_urlsafe(16)
@@ -166,7 +174,7 @@ def start_servers(folder: Path, count: int, *, cluster: bool) -> RedisServers:
                 log_path=folder / f"redis-{port}.log",
                 ports={"redis": port},
                 port_checks={"redis": (LOOPBACK, port)},
-                probe=lambda port=port: answers_ping(port, password),
+                probe=lambda port=port: redis_is_ready(LOOPBACK, port, password),
                 ready_timeout_s=20.0,
             )
             processes.append(spawn(spec))

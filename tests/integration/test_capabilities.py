@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from ecrs.errors import InvalidInputError, NotFoundError
 
 pytestmark = pytest.mark.integration
-
-CLIENT_SCRIPT = str(Path(sys.executable).parent / "ecrs-client")
-
-
-def run_client(stack, *args):
-    return subprocess.run(
-        [CLIENT_SCRIPT, "--url", stack.triton_grpc_url, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def user_ids(dataset):
@@ -132,26 +118,26 @@ def test_rank_for_unknown_user_is_not_found(client, small_dataset):
         client.rank(item_ids(small_dataset)[:2], user_id="nobody-here")
 
 
-def test_client_cli_runs_each_lookup(stack, loaded, small_dataset):
+def test_client_cli_runs_each_lookup(run_client, small_dataset):
     user_id = user_ids(small_dataset)[0]
     items = item_ids(small_dataset)[:2]
-    user = run_client(stack, "user", user_id, "--json")
+    user = run_client("user", user_id, "--json")
     assert user.returncode == 0, user.stderr
     assert "recent_items" in json.loads(user.stdout)
-    looked_up = run_client(stack, "items", *items, "missing-id")
+    looked_up = run_client("items", *items, "missing-id")
     assert looked_up.returncode == 0, looked_up.stderr
     assert "not found: missing-id" in looked_up.stderr
-    recall = run_client(stack, "recall", "--user-id", user_id, "--candidates", "5", "--json")
+    recall = run_client("recall", "--user-id", user_id, "--candidates", "5", "--json")
     assert len(json.loads(recall.stdout)) == 5
-    rank = run_client(stack, "rank", "--user-id", user_id, *items)
+    rank = run_client("rank", "--user-id", user_id, *items)
     assert rank.returncode == 0, rank.stderr
     assert len(rank.stdout.splitlines()) == 2
-    unknown = run_client(stack, "user", "nobody-here")
+    unknown = run_client("user", "nobody-here")
     assert unknown.returncode == 1
     assert unknown.stderr.startswith("ecrs-client: error: NOT_FOUND")
 
 
-def test_category_filter_and_brand_cap_keep_top_n_full(client, small_dataset):
+def test_filter_and_cap_keep_top_n(client, small_dataset):
     """Every result has the category asked for and at most two share a brand."""
     user_id = user_ids(small_dataset)[0]
     catalogue = small_dataset.items.set_index(small_dataset.schema.items.id)

@@ -18,11 +18,23 @@ from ecrs.stack.processes import stop_process
 pytestmark = pytest.mark.integration
 
 
-def stop_redis(stack) -> None:
-    redis = next(
-        status for status in stack_status(stack.state_dir) if status.name == "redis"
+def stop_server(stack, name: str, timeout_s: float) -> None:
+    server = next(
+        status for status in stack_status(stack.state_dir) if status.name == name
     )
-    assert stop_process("redis", redis.pid, None, timeout_s=30)
+    assert stop_process(name, server.pid, None, timeout_s=timeout_s)
+
+
+def recommend_once_back(client, user_id: str, timeout_s: float) -> list[str]:
+    """Retry through UNAVAILABLE until a recommendation succeeds; return its ids."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return [item.item_id for item in client.recommend(user_id=user_id, top_n=5)]
+        except UnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def test_redis_outage_is_unavailable_then_recovers(
@@ -30,7 +42,7 @@ def test_redis_outage_is_unavailable_then_recovers(
 ):
     user_id = small_dataset.users[small_dataset.schema.users.id].iloc[0]
     before = [item.item_id for item in client.recommend(user_id=user_id, top_n=5)]
-    stop_redis(stack)
+    stop_server(stack, "redis", timeout_s=30)
     try:
         with pytest.raises(UnavailableError, match="Redis at"):
             client.recommend(user_id=user_id, top_n=5)
@@ -42,22 +54,12 @@ def test_redis_outage_is_unavailable_then_recovers(
         assert "UNAVAILABLE" in str(info.value.status())
     finally:
         start_stack(stack, services=("redis",))
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            after = [
-                item.item_id for item in client.recommend(user_id=user_id, top_n=5)
-            ]
-            break
-        except UnavailableError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    after = recommend_once_back(client, user_id, timeout_s=30)
     # The append-only file kept every user and item across the restart.
     assert after == before
 
 
-def test_failing_model_in_the_chain_passes_on_its_error(
+def test_failing_chain_model_is_unavailable(
     stack, loaded, client, small_dataset
 ):
     """With deepfm_rank unloaded, recommend_ensemble fails with UNAVAILABLE
@@ -75,36 +77,18 @@ def test_failing_model_in_the_chain_passes_on_its_error(
     assert len(client.recommend(user_id=user_id, top_n=5)) == 5
 
 
-def stop_milvus(stack) -> None:
-    milvus = next(
-        status for status in stack_status(stack.state_dir) if status.name == "milvus"
-    )
-    assert stop_process("milvus", milvus.pid, None, timeout_s=60)
-
-
 def test_milvus_outage_is_unavailable_then_recovers(
     stack, loaded, client, small_dataset
 ):
     user_id = small_dataset.users[small_dataset.schema.users.id].iloc[1]
     before = [item.item_id for item in client.recommend(user_id=user_id, top_n=5)]
-    stop_milvus(stack)
+    stop_server(stack, "milvus", timeout_s=60)
     try:
         with pytest.raises(UnavailableError, match="Milvus at"):
             client.recommend(user_id=user_id, top_n=5)
     finally:
         start_stack(stack, services=("milvus",))
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            after = [
-                item.item_id for item in client.recommend(user_id=user_id, top_n=5)
-            ]
-            break
-        except UnavailableError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
-    assert after == before
+    assert recommend_once_back(client, user_id, timeout_s=120) == before
 
 
 def test_slow_redis_is_unavailable_then_recovers(stack, loaded, client, small_dataset):
@@ -114,13 +98,5 @@ def test_slow_redis_is_unavailable_then_recovers(stack, loaded, client, small_da
     admin.execute_command("CLIENT", "PAUSE", 6000, "ALL")
     with pytest.raises(UnavailableError, match="Redis at"):
         client.recommend(user_id=user_id, top_n=5)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            assert len(client.recommend(user_id=user_id, top_n=5)) == 5
-            break
-        except UnavailableError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    assert len(recommend_once_back(client, user_id, timeout_s=30)) == 5
     admin.close()

@@ -4,9 +4,6 @@ exported models run offline."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +19,6 @@ from ecrs.stores.vector_store import VectorStore
 pytestmark = pytest.mark.integration
 
 # The console script installed beside this interpreter.
-CLIENT_SCRIPT = str(Path(sys.executable).parent / "ecrs-client")
 
 
 def known_user(dataset):
@@ -175,22 +171,13 @@ def test_served_recommendations_equal_offline_pipeline(offline, client, small_da
     )
 
 
-def run_client(stack, *args):
-    return subprocess.run(
-        [CLIENT_SCRIPT, "--url", stack.triton_grpc_url, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def interacted_items(dataset, user_id):
     spec = dataset.schema.interactions
     rows = dataset.interactions[dataset.interactions[spec.user_id] == user_id]
     return set(rows[spec.item_id])
 
 
-def test_exclude_seen_leaves_out_interactions_and_keeps_top_n(client, small_dataset):
+def test_exclude_seen_keeps_top_n(client, small_dataset):
     spec = small_dataset.schema.interactions
     heaviest = small_dataset.interactions[spec.user_id].value_counts().index[0]
     seen = interacted_items(small_dataset, heaviest)
@@ -221,37 +208,33 @@ def test_known_user_is_served_with_recent_items(offline, small_dataset):
     assert list(row[-length:][: len(expected)]) == expected
 
 
-def test_client_cli_prints_table(stack, loaded, small_dataset):
-    result = run_client(
-        stack, "recommend", "--user-id", known_user(small_dataset), "--top-n", "3"
-    )
+def test_client_cli_prints_table(run_client, small_dataset):
+    result = run_client("recommend", "--user-id", known_user(small_dataset), "--top-n", "3")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["#", "item_id", "score"]
     assert len(lines) == 2 + 3
 
 
-def test_client_cli_new_user_json(stack, loaded, small_dataset):
+def test_client_cli_new_user_json(run_client, small_dataset):
     features = json.dumps(new_user_features(small_dataset))
-    result = run_client(
-        stack, "recommend", "--features", features, "--top-n", "4", "--json"
-    )
+    result = run_client("recommend", "--features", features, "--top-n", "4", "--json")
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)) == 4
 
 
-def test_client_cli_notes_unseen_value(stack, loaded, small_dataset):
+def test_client_cli_notes_unseen_value(run_client, small_dataset):
     features = new_user_features(small_dataset)
     first = small_dataset.schema.users.feature_names[0]
     features[first] = "never-seen"
-    result = run_client(stack, "recommend", "--features", json.dumps(features))
+    result = run_client("recommend", "--features", json.dumps(features))
     assert result.returncode == 0, result.stderr
     assert f"{first}='never-seen'" in result.stderr
     assert "note: values not seen in training" in result.stderr
 
 
-def test_client_cli_unknown_user_one_line_error(stack, loaded):
-    result = run_client(stack, "recommend", "--user-id", "ghost")
+def test_client_cli_unknown_user_one_line_error(run_client):
+    result = run_client("recommend", "--user-id", "ghost")
     assert result.returncode == 1
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
@@ -262,7 +245,7 @@ def test_client_cli_unknown_user_one_line_error(stack, loaded):
 
 def test_features_change_the_recommendations(client, small_dataset):
     """A new user's features matter: their list differs from that of a profile
-    whose every value is unknown to the models (the least a request can say)."""
+    whose every value is unknown to the models (the least a request can tell)."""
     features = new_user_features(small_dataset)
     unknown = {name: "never-seen-value" for name in features}
     informed = [item.item_id for item in client.recommend(user_features=features, top_n=10)]

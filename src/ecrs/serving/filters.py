@@ -14,7 +14,6 @@ that do not qualify (see ``Recommender.recommend``).
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,10 +21,10 @@ from typing import Any
 
 from ecrs.data.schema import EntityTable
 from ecrs.errors import InvalidInputError
+from ecrs.serving.json_input import parse_json_object
 
 FILTER_INPUT = "FILTER"
 CAP_INPUT = "CAP"
-MAX_FILTER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -106,25 +105,9 @@ def parse_item_filter(
 def _object(raw: bytes | None, name: str, columns: list[str]) -> dict[str, Any]:
     if raw is None:
         return {}
-    if len(raw) > MAX_FILTER_BYTES:
-        raise InvalidInputError(
-            f"{name} is {len(raw)} bytes; send at most {MAX_FILTER_BYTES}",
-            input_name=name,
-        )
-    try:
-        parsed = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInputError(
-            f"{name} is not valid UTF-8 JSON ({exc}); send a JSON object keyed by "
-            f"item column, one of {columns}",
-            input_name=name,
-        ) from exc
-    if not isinstance(parsed, dict):
-        raise InvalidInputError(
-            f"{name} must be a JSON object keyed by item column, got "
-            f"{type(parsed).__name__}",
-            input_name=name,
-        )
+    parsed = parse_json_object(
+        raw, name, hint=f"send a JSON object keyed by item column, one of {columns}"
+    )
     unknown = sorted(set(parsed) - set(columns))
     if unknown:
         raise InvalidInputError(

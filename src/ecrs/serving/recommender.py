@@ -18,6 +18,7 @@ import numpy as np
 from ecrs.errors import InvalidInputError, NotFoundError
 from ecrs.features.encoder import RECENT_ITEMS, FeatureEncoder
 from ecrs.serving.filters import ItemFilter
+from ecrs.serving.json_input import parse_json_object
 from ecrs.serving.scoring import Scoring
 from ecrs.stores.feature_store import FeatureStore
 from ecrs.stores.vector_store import VectorStore
@@ -31,9 +32,7 @@ USER_ID_INPUT = "USER_ID"
 USER_FEATURES_INPUT = "USER_FEATURES"
 TOP_N_INPUT = "TOP_N"
 EXCLUDE_SEEN_INPUT = "EXCLUDE_SEEN"
-# The largest USER_FEATURES JSON a request may send.
-MAX_FEATURES_BYTES = 64 * 1024
-# The most results one Milvus search returns (its topk limit).
+# The maximum number of results of one Milvus search (its topk limit).
 MAX_SEARCH = 16384
 # Recent items a user lookup returns when the models read none.
 DEFAULT_RECENT_ITEMS = 20
@@ -75,10 +74,15 @@ class ItemLookup:
 
 @dataclass(frozen=True)
 class Candidates:
-    """Recall output: item ids with their inner product with the user vector."""
+    """Recall output: item ids with their inner product with the user vector.
+
+    ``details`` is each item's stored JSON when it was already read from
+    Redis, so that ranking does not read it again.
+    """
 
     item_ids: list[str]
     similarities: np.ndarray
+    details: list[bytes] | None = None
 
 
 class Recommender:
@@ -180,9 +184,8 @@ class Recommender:
             item_rows = self.encoder.encode_items(lookup.item_ids, records)
             user_vector = self.user_tower(user.row)[0]
             similarities = self.item_tower(item_rows) @ user_vector
-        ranked = self.rank(
-            user.row, Candidates(lookup.item_ids, similarities), len(lookup.item_ids)
-        )
+        candidates = Candidates(lookup.item_ids, similarities, lookup.details)
+        ranked = self.rank(user.row, candidates, len(lookup.item_ids))
         return ranked, lookup.missing
 
     def recall(
@@ -216,7 +219,9 @@ class Recommender:
         A candidate whose features are gone (the item was removed after its
         vector was searched) is dropped, not reported as an error.
         """
-        stored = self.features.get_items_raw(candidates.item_ids)
+        stored = candidates.details
+        if stored is None:
+            stored = self.features.get_items_raw(candidates.item_ids)
         kept = [i for i, raw in enumerate(stored) if raw is not None]
         if not kept:
             return Recommendation([], np.zeros(0, np.float32), [])
@@ -277,17 +282,15 @@ class Recommender:
         """Recall up to ``candidates`` items that pass the filter, searching wider
         until they also fill ``top_n`` results under the caps.
 
-        Each round asks Milvus for four times as many results, until enough
-        qualify, the collection has no more, or the search reaches Milvus's
-        limit of ``MAX_SEARCH`` results.
+        Each round requests four times as many results from Milvus, until
+        enough qualify, the collection has no more, or the search reaches
+        Milvus's limit of ``MAX_SEARCH`` results.
         """
         limit = self.candidates
         while True:
             found = self.recall(user.row, limit, exclude=user.seen)
-            records = [
-                None if raw is None else json.loads(raw)
-                for raw in self.features.get_items_raw(found.item_ids)
-            ]
+            stored = self.features.get_items_raw(found.item_ids)
+            records = [None if raw is None else json.loads(raw) for raw in stored]
             keep = [
                 i
                 for i, record in enumerate(records)
@@ -301,8 +304,11 @@ class Recommender:
             if enough or exhausted or widest:
                 if not item_filter.caps:
                     keep = keep[: self.candidates]
-                similarities = np.asarray(found.similarities)[keep]
-                return Candidates([found.item_ids[i] for i in keep], similarities)
+                return Candidates(
+                    [found.item_ids[i] for i in keep],
+                    np.asarray(found.similarities)[keep],
+                    [stored[i] for i in keep],
+                )
             limit = min(limit * 4, MAX_SEARCH - len(user.seen))
 
 
@@ -313,28 +319,11 @@ def parse_user_features(raw: bytes | str, feature_names: list[str]) -> dict[str,
     string or number (or null for a missing value); at least one feature must
     be present, so that a typo cannot silently recommend for an empty profile.
     """
-    size = len(raw.encode("utf-8") if isinstance(raw, str) else raw)
-    if size > MAX_FEATURES_BYTES:
-        raise InvalidInputError(
-            f"{USER_FEATURES_INPUT} is {size} bytes; send at most {MAX_FEATURES_BYTES} "
-            "bytes of JSON",
-            input_name=USER_FEATURES_INPUT,
-        )
-    try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        parsed = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInputError(
-            f"{USER_FEATURES_INPUT} is not valid UTF-8 JSON ({exc}); send a JSON object "
-            f"such as {_example(feature_names)}",
-            input_name=USER_FEATURES_INPUT,
-        ) from exc
-    if not isinstance(parsed, dict):
-        raise InvalidInputError(
-            f"{USER_FEATURES_INPUT} must be a JSON object, got {type(parsed).__name__}; "
-            f"send for example {_example(feature_names)}",
-            input_name=USER_FEATURES_INPUT,
-        )
+    parsed = parse_json_object(
+        raw,
+        USER_FEATURES_INPUT,
+        hint=f"send a JSON object such as {_example(feature_names)}",
+    )
     unknown = sorted(set(parsed) - set(feature_names))
     if unknown:
         raise InvalidInputError(

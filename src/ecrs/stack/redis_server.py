@@ -53,11 +53,12 @@ def redis_command(executable: Path, config: StackConfig, data_dir: Path) -> list
     ]  # fmt: skip
 
 
-def redis_is_ready(host: str, port: int) -> bool:
+def redis_is_ready(host: str, port: int, password: str | None = None) -> bool:
     """Return whether Redis replies to PING, which fails while it loads its data."""
     client = redis.Redis(
         host=host,
         port=port,
+        password=password,
         socket_timeout=PROBE_TIMEOUT_S,
         socket_connect_timeout=PROBE_TIMEOUT_S,
     )
