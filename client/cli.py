@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recommend.add_argument(
         "--cap",
-        help='the most results that may share one value, e.g. \'{"brand": 2}\'',
+        help='the maximum number of results that may share one value, e.g. \'{"brand": 2}\'',
     )
     recommend.set_defaults(run=_recommend)
 

@@ -36,7 +36,7 @@ from ecrs.training.checkpoint import Checkpoint
 logger = logging.getLogger(__name__)
 
 PARITY_ROWS = 256
-# Where the ONNX models run: the instance_group kind written into their configs.
+# The instance_group kind written into the ONNX models' configs, by device.
 DEVICES = {
     "cpu": model_config_pb2.ModelInstanceGroup.KIND_CPU,
     "gpu": model_config_pb2.ModelInstanceGroup.KIND_GPU,

@@ -112,7 +112,7 @@ def evaluate_models(args: argparse.Namespace, stack: StackConfig) -> int:
 
 
 def format_run(run: QualityRun) -> str:
-    """The terminal view of a quality run: each table, then the targets."""
+    """Format a quality run for the terminal: each table, then the targets."""
     parts = ["held-out users", run.main.format_table()]
     if run.cold_start is not None:
         parts += [f"\ncold-start users ({run.cold_start_users})", run.cold_start.format_table()]

@@ -67,7 +67,7 @@ def evaluation(movielens_data: Path) -> tuple[str, dict]:
     return result.stdout, report
 
 
-def test_evaluate_prints_every_method_and_the_cold_start_table(evaluation):
+def test_evaluate_prints_all_tables(evaluation):
     stdout, _ = evaluation
     for method in ("popularity", "item KNN", "EASE", "two-tower recall"):
         assert any(line.startswith(method) for line in stdout.splitlines()), method
@@ -76,7 +76,7 @@ def test_evaluate_prints_every_method_and_the_cold_start_table(evaluation):
     assert "943 users, 20000 held-out interactions" in stdout
 
 
-def test_report_has_every_method_metric_and_the_training_record(evaluation, movielens_data):
+def test_report_has_all_metrics(evaluation, movielens_data):
     _, report = evaluation
     methods = report["main"]["methods"]
     assert set(methods) == {
@@ -92,7 +92,8 @@ def test_report_has_every_method_metric_and_the_training_record(evaluation, movi
     assert set(cold) == {"popularity", "two-tower recall", "two-tower + DeepFM"}
     assert report["training"]["cold start"]["two_tower"]["epoch_loss"]
     page = (movielens_data / "report" / "quality.md").read_text()
-    assert "## Cold start" in page and "## Served path" in page
+    assert "## Cold start" in page
+    assert "## Served path" in page
     png = movielens_data / "report" / "quality_training.png"
     assert png.read_bytes()[:4] == b"\x89PNG"
 

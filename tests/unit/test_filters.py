@@ -113,7 +113,7 @@ def recommender(vectors, items):
     )
 
 
-def test_strict_filter_widens_the_search_until_top_n_is_full():
+def test_strict_filter_widens_search():
     # Only every 20th of 500 items is a shoe: 10 candidates need a wide search.
     vectors = Vectors(500)
     items = {
@@ -130,7 +130,7 @@ def test_strict_filter_widens_the_search_until_top_n_is_full():
     assert vectors.limits == [10, 40, 160, 640]
 
 
-def test_filter_with_too_few_items_returns_what_exists_without_padding():
+def test_scarce_filter_returns_no_padding():
     vectors = Vectors(30)
     items = {
         item_id: {"brand": "b", "category": "shoes" if n < 2 else "hats"}

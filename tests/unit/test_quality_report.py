@@ -59,7 +59,7 @@ def quality_run():
     )
 
 
-def test_targets_say_which_are_met_and_by_how_much_others_miss():
+def test_targets_report_margins():
     targets = {target.name: target for target in quality_run().targets()}
     assert targets["two-tower recall@50 >= 0.33"].met
     assert targets["two-stage NDCG@10 >= 0.20"].met

@@ -118,7 +118,7 @@ def test_unknown_user_raises_not_found_naming_id():
         recommender(vectors).recommend(user_id="nobody", top_n=1)
 
 
-def test_new_user_features_are_encoded_as_an_unknown_id():
+def test_new_user_gets_unknown_id():
     rec = recommender(FakeVectorStore(["i1"], [0.9]))
     row = rec.user(user_features={"age": "25-34"}).row
     assert row[0, 0] == OOV_ID
@@ -216,7 +216,7 @@ def test_parse_request_rejects_bad_user_id():
         request(USER_ID=[b"  "])
 
 
-def test_exclude_seen_leaves_out_interacted_items_and_keeps_n():
+def test_exclude_seen_keeps_n():
     vectors = FakeVectorStore(["i2", "i1", "i3"], [0.9, 0.8, 0.7])
     rec = recommender(vectors, interactions={"u1": ["i2"]})
     result = rec.recommend(user_id="u1", top_n=3, exclude_seen=True)
@@ -231,7 +231,7 @@ def test_without_exclude_seen_interacted_items_stay():
     assert "i2" in rec.recommend(user_id="u1", top_n=3).item_ids
 
 
-def test_known_user_row_ends_with_recent_items_most_recent_first():
+def test_known_user_row_has_recent_items():
     vectors = FakeVectorStore(["i1"], [0.9])
     rec = recommender(vectors, interactions={"u1": ["i3", "i1", "i2"]}, history=2)
     row = rec.user(user_id="u1").row[0]
@@ -246,7 +246,7 @@ def test_new_user_has_an_empty_history():
     assert list(row[-3:]) == [0, 0, 0]
 
 
-def test_recall_weight_adds_the_similarity_to_the_ranker_logit():
+def test_recall_weight_adds_similarity():
     vectors = FakeVectorStore(["i1", "i2", "i3"], [0.9, 0.1, 0.7])
     rec = recommender(vectors)
     rec.scoring = Scoring(recall_weight=10.0)

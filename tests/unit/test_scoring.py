@@ -19,7 +19,7 @@ def test_blend_clips_certain_probabilities_to_finite_scores():
     assert scores[0] < scores[1]
 
 
-def test_scoring_round_trips_and_defaults_to_the_ranker_alone(tmp_path):
+def test_scoring_round_trip_and_default(tmp_path):
     assert Scoring.load(tmp_path) == Scoring(recall_weight=0.0)
     Scoring(recall_weight=12.5).save(tmp_path)
     assert Scoring.load(tmp_path).recall_weight == 12.5

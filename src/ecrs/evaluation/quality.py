@@ -4,7 +4,7 @@
 checkpoint, and evaluates them beside the reference baselines. It then trains
 a second pair of models without the cold-start users and evaluates those
 users as new users. On request, it also evaluates the served path against the
-offline numbers. ``QualityRun`` holds everything the quality page shows.
+offline numbers. ``QualityRun`` contains everything the quality page shows.
 """
 
 from __future__ import annotations
@@ -106,8 +106,8 @@ class QualityRun:
 class Target:
     """A quality goal: ``value`` must reach ``threshold`` (or exceed it when strict).
 
-    ``skipped`` says why a goal was not evaluated in this run; its value and
-    threshold are then NaN.
+    ``skipped`` gives the reason a goal was not evaluated in this run, and its
+    value and threshold are then NaN.
     """
 
     name: str

@@ -7,7 +7,7 @@ tensors. ``user_tower``, ``item_tower`` and ``deepfm_rank`` run through BLS
 calls pinned to the version the model serves. ECRS errors become Triton
 errors with the matching code. A failed BLS call passes on the called
 model's message and its request-error code, or UNAVAILABLE when the model
-itself failed; any other exception becomes INTERNAL, is logged, and the
+itself failed. Any other exception becomes INTERNAL and is logged, and the
 model keeps serving.
 
 Only a Triton Python-backend stub can import this module, because it imports

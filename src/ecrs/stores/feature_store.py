@@ -101,7 +101,7 @@ class FeatureStore:
     ) -> tuple[dict[str, str] | None, list[str]]:
         """Return a user's raw features and interacted item ids, most recent first.
 
-        The list holds the ``recent`` latest items, or with ``all_items`` up to
+        The list contains the ``recent`` latest items, or with ``all_items`` up to
         ``MAX_INTERACTIONS_READ`` of them. Features are ``None`` for an unknown id.
         One round trip reads both.
         """

@@ -1,6 +1,6 @@
 """Load a data set into the stores for one exported model version.
 
-Raw user and item features and each user's interactions go to Redis; item
+Raw user and item features and each user's interactions go to Redis. Item
 vectors, computed with the exported item tower of the version, go to that
 version's Milvus collection.
 

@@ -1,4 +1,4 @@
-"""Connect to a single Redis or to a Redis Cluster, as the configuration says.
+"""Connect to a single Redis or to a Redis Cluster, as configured.
 
 Both clients take the same credentials: an ACL user and password (Redis 6 and
 newer) or the ``requirepass`` password alone. In cluster mode the URL names any

@@ -244,7 +244,7 @@ class VectorStore:
                 self.client.delete(name, ids=list(ids[start : start + INSERT_BATCH]))
 
     def visible_ids(self, name: str, ids: Sequence[str]) -> set[str]:
-        """Return which of ``ids`` a query with serving's consistency level sees."""
+        """Return which of ``ids`` a query with serving's consistency level finds."""
         with self._errors(f"query {name}"):
             rows = self.client.query(
                 name,
@@ -268,7 +268,7 @@ class VectorStore:
         except concurrent.futures.TimeoutError:
             self._client = None
             raise UnavailableError(
-                f"Milvus at {self.address} did not answer within "
+                f"Milvus at {self.address} did not respond within "
                 f"{self.timeout_s * DEADLINE_FACTOR:.0f} s ({action}); check that "
                 "Milvus is running ('ecrs stack status')",
                 service="milvus",

@@ -32,7 +32,7 @@ class Checkpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def scoring(self) -> Scoring:
-        """The served ranking score: the recall logit is similarity / temperature."""
+        """Return the served ranking score, whose recall logit is similarity / temperature."""
         return Scoring(recall_weight=1.0 / self.two_tower.temperature)
 
     def save(self, folder: str | Path) -> Path:
