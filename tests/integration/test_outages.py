@@ -4,6 +4,7 @@ by itself once the store is back, with no restart of Triton."""
 from __future__ import annotations
 
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -12,7 +13,9 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from ecrs.errors import UnavailableError
+from ecrs.serving.health import STORE_UP_METRIC
 from ecrs.stack.launcher import stack_status, start_stack
+from ecrs.stack.ports import LOOPBACK
 from ecrs.stack.processes import stop_process
 
 pytestmark = pytest.mark.integration
@@ -23,6 +26,31 @@ def stop_server(stack, name: str, timeout_s: float) -> None:
         status for status in stack_status(stack.state_dir) if status.name == name
     )
     assert stop_process(name, server.pid, None, timeout_s=timeout_s)
+
+
+def store_up(stack, model: str, store: str) -> float:
+    """Read the ecrs_store_up gauge of one model and store from Triton's metrics."""
+    url = f"http://{LOOPBACK}:{stack.ports.triton_metrics}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if (
+            line.startswith(STORE_UP_METRIC + "{")
+            and f'model="{model}"' in line
+            and f'store="{store}"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {STORE_UP_METRIC} sample for {model}/{store} at {url}")
+
+
+def wait_for_store_up(stack, model: str, store: str, value: float) -> None:
+    """Poll the gauge until it shows ``value``; the probes run every second."""
+    deadline = time.monotonic() + 30
+    while store_up(stack, model, store) != value:
+        assert time.monotonic() < deadline, (
+            f"{STORE_UP_METRIC} of {model}/{store} did not become {value} in 30 s"
+        )
+        time.sleep(0.5)
 
 
 def recommend_once_back(client, user_id: str, timeout_s: float) -> list[str]:
@@ -42,8 +70,13 @@ def test_redis_outage_is_unavailable_then_recovers(
 ):
     user_id = small_dataset.users[small_dataset.schema.users.id].iloc[0]
     before = [item.item_id for item in client.recommend(user_id=user_id, top_n=5)]
+    assert store_up(stack, "recommend_ensemble", "redis") == 1.0
     stop_server(stack, "redis", timeout_s=30)
     try:
+        # Every model that reads Redis reports it down, lookups included.
+        for model in ("recommend_ensemble", "user_lookup", "rank_items"):
+            wait_for_store_up(stack, model, "redis", 0.0)
+        assert store_up(stack, "recommend_ensemble", "milvus") == 1.0
         with pytest.raises(UnavailableError, match="Redis at"):
             client.recommend(user_id=user_id, top_n=5)
         with grpcclient.InferenceServerClient(stack.triton_grpc_url) as raw:
@@ -55,6 +88,7 @@ def test_redis_outage_is_unavailable_then_recovers(
     finally:
         start_stack(stack, services=("redis",))
     after = recommend_once_back(client, user_id, timeout_s=30)
+    wait_for_store_up(stack, "recommend_ensemble", "redis", 1.0)
     # The append-only file kept every user and item across the restart.
     assert after == before
 
@@ -86,9 +120,14 @@ def test_milvus_outage_is_unavailable_then_recovers(
     try:
         with pytest.raises(UnavailableError, match="Milvus at"):
             client.recommend(user_id=user_id, top_n=5)
+        wait_for_store_up(stack, "recommend_ensemble", "milvus", 0.0)
+        wait_for_store_up(stack, "recall_candidates", "milvus", 0.0)
+        # A lookup needs no Milvus, so it keeps serving.
+        assert client.user(user_id).features
     finally:
         start_stack(stack, services=("milvus",))
     assert recommend_once_back(client, user_id, timeout_s=120) == before
+    wait_for_store_up(stack, "recommend_ensemble", "milvus", 1.0)
 
 
 def test_slow_redis_is_unavailable_then_recovers(stack, loaded, client, small_dataset):

@@ -23,6 +23,7 @@ import triton_python_backend_utils as pb_utils
 
 from ecrs.config import StoreConfig
 from ecrs.errors import EcrsError, ModelError
+from ecrs.serving.health import STORE_UP_METRIC, StoreHealth, StoreState
 from ecrs.serving.layout import DEEPFM_RANK, ITEM_TOWER, USER_TOWER
 from ecrs.serving.triton_model import CAPABILITIES, RecommendModel, model_parameters
 
@@ -49,12 +50,56 @@ class ServedPythonModel:
             f"{self.capability} serves version {self.model.version} "
             f"(collection {self.model.collection})"
         )
+        self._start_health()
 
     def execute(self, requests: list) -> list:
         return [self._respond(request) for request in requests]
 
+    def is_model_ready(self) -> bool:
+        """Report the model not ready while a store it needs is unreachable.
+
+        Triton calls this for the model's readiness only in releases whose
+        Python backend supports a user-defined ``is_model_ready``; 24.10
+        (2.51) does not, and there the ``ecrs_store_up`` gauge shows it.
+        """
+        return self.health.ready()
+
     def finalize(self) -> None:
+        self.health.stop()
+        # Triton requires each Metric to go before its MetricFamily.
+        self._store_up.clear()
+        self._store_up_family = None
         self.model.close()
+
+    def _start_health(self) -> None:
+        self._store_up_family = pb_utils.MetricFamily(
+            name=STORE_UP_METRIC,
+            description="1 while a store the model needs responds, else 0",
+            kind=pb_utils.MetricFamily.GAUGE,
+        )
+        self._store_up = {
+            store: self._store_up_family.Metric(
+                labels={
+                    "model": self.capability,
+                    "version": str(self.model.version),
+                    "store": store,
+                }
+            )
+            for store in self.spec.stores
+        }
+        self.health = StoreHealth(
+            self.model.store_probes(self.spec.stores), listener=self._store_changed
+        )
+        self.health.start()
+        for state in self.health.states():
+            self._store_up[state.store].set(1.0 if state.up else 0.0)
+
+    def _store_changed(self, state: StoreState) -> None:
+        self._store_up[state.store].set(1.0 if state.up else 0.0)
+        if state.up:
+            self.logger.log_info(f"{self.capability}: {state.store} responds again")
+        else:
+            self.logger.log_warn(f"{self.capability}: not ready: {state.error}")
 
     def _respond(self, request):
         inputs = {}

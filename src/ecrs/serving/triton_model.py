@@ -21,6 +21,7 @@ import numpy as np
 from ecrs.config import StoreConfig
 from ecrs.errors import ConfigError, InvalidInputError
 from ecrs.features.encoder import FeatureEncoder
+from ecrs.serving.health import Probe
 from ecrs.serving.layout import (
     ITEM_LOOKUP,
     RANK_ITEMS,
@@ -59,13 +60,19 @@ Inputs = Mapping[str, "np.ndarray | None"]
 Outputs = dict[str, np.ndarray]
 
 
+REDIS = "redis"
+MILVUS = "milvus"
+
+
 @dataclass(frozen=True)
 class Capability:
-    """A served Python model: its inputs and outputs, and its handler's name."""
+    """A served Python model: its inputs and outputs, its handler's name, and
+    the stores it cannot serve without."""
 
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     handler: str
+    stores: tuple[str, ...] = (REDIS,)
 
 
 USER_INPUTS = ("USER_ID", "USER_FEATURES")
@@ -74,13 +81,17 @@ CAPABILITIES = {
         INPUT_NAMES,
         ("ITEM_IDS", "SCORES", "ITEM_DETAILS", "UNKNOWN_FEATURES"),
         "recommend_outputs",
+        (REDIS, MILVUS),
     ),
     USER_LOOKUP: Capability(("USER_ID",), ("USER_FEATURES", "RECENT_ITEMS"), "lookup_user"),
     ITEM_LOOKUP: Capability(
         ("ITEM_IDS",), ("ITEM_IDS", "ITEM_DETAILS", "MISSING_IDS"), "lookup_items"
     ),
     RECALL_CANDIDATES: Capability(
-        (*USER_INPUTS, "CANDIDATES", "EXCLUDE_SEEN"), ("ITEM_IDS", "SIMILARITIES"), "recall"
+        (*USER_INPUTS, "CANDIDATES", "EXCLUDE_SEEN"),
+        ("ITEM_IDS", "SIMILARITIES"),
+        "recall",
+        (REDIS, MILVUS),
     ),
     RANK_ITEMS: Capability(
         (*USER_INPUTS, "ITEM_IDS"), ("ITEM_IDS", "SCORES", "MISSING_IDS"), "rank"
@@ -229,6 +240,14 @@ class RecommendModel:
         return self.recommender.user(
             user_id=user_id, user_features=features, exclude_seen=exclude_seen
         )
+
+    def store_probes(self, stores: tuple[str, ...]) -> dict[str, Probe]:
+        """Return a reachability probe for each named store."""
+        probes: dict[str, Probe] = {
+            REDIS: self.features.ping,
+            MILVUS: lambda: self.vectors.ping(self.collection),
+        }
+        return {store: probes[store] for store in stores}
 
     def close(self) -> None:
         self.vectors.close()
