@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from ecrs.errors import InvalidInputError, NotFoundError
+from ecrs.serving.filters import ItemFilter
+from ecrs.serving.onnx_models import OnnxModels
+from ecrs.stores.vector_store import VectorStore
 
 pytestmark = pytest.mark.integration
 
@@ -166,3 +170,43 @@ def test_filter_on_an_unknown_column_is_invalid(client, small_dataset):
     with pytest.raises(InvalidInputError, match="unknown item column"):
         client.recommend(user_id=user_ids(small_dataset)[0], filters={"colour": ["red"]})
     assert len(client.recommend(user_id=user_ids(small_dataset)[0], top_n=3)) == 3
+
+
+def test_feature_filter_runs_inside_the_search(stack, loaded, small_dataset):
+    """The collection stores each single-valued item feature, and a search
+    with the expression a FILTER makes returns exactly the matching items."""
+    catalogue = small_dataset.items.set_index(small_dataset.schema.items.id)
+    category = catalogue["category"].value_counts().index[0]
+    expected = set(catalogue.index[catalogue["category"] == category])
+    store = VectorStore(stack.stores)
+    try:
+        assert store.filter_fields(loaded.collection) == ["brand", "shop_id", "category"]
+        expression = ItemFilter({"category": frozenset([category])}).milvus_expression(
+            store.filter_fields(loaded.collection)
+        )
+        dim = OnnxModels(stack.model_repository, loaded.version).dim
+        vector = np.ones(dim, dtype=np.float32)
+        ids, _ = store.search(loaded.collection, vector, len(catalogue), expression=expression)
+        # Quotes and backslashes in a value are escaped, not read as syntax.
+        odd = ItemFilter({"brand": frozenset(['say "hi" \\ now'])}).milvus_expression(
+            ["brand"]
+        )
+        odd_ids, _ = store.search(loaded.collection, vector, 10, expression=odd)
+    finally:
+        store.close()
+    assert set(ids) == expected
+    assert odd_ids == []
+
+
+def test_attribute_filter_runs_after_the_search(client, small_dataset):
+    """title is an attribute, not a collection field: it is checked on the
+    stored records after the search, and the one matching item is found."""
+    catalogue = small_dataset.items.set_index(small_dataset.schema.items.id)
+    item_id = catalogue.index[7]
+    title = catalogue.loc[item_id, "title"]
+    items = client.recommend(
+        user_id=user_ids(small_dataset)[0], top_n=5, filters={"title": [title]}
+    )
+    matching = set(catalogue.index[catalogue["title"] == title])
+    assert {item.item_id for item in items} == matching
+    assert len(items) == min(5, len(matching))

@@ -10,6 +10,7 @@ from ecrs.errors import InvalidInputError
 from ecrs.features.encoder import FeatureEncoder
 from ecrs.serving.filters import ItemFilter, parse_item_filter
 from ecrs.serving.recommender import Recommender
+from ecrs.stores.vector_store import filter_columns, filter_values
 
 SCHEMA = DatasetSchema.from_dict(
     {
@@ -82,16 +83,31 @@ class Features:
 
 
 class Vectors:
-    """Items ranked by number; records each search's limit."""
+    """Items ranked by number; records each search's limit and expression.
 
-    def __init__(self, count):
+    With ``fields``, the collection has those filter fields, and a search
+    with an expression keeps the ids that ``matches`` accepts, as Milvus
+    would keep the rows matching the expression.
+    """
+
+    def __init__(self, count, fields=(), matches=None):
         self.ids = [f"i{n:03d}" for n in range(count)]
+        self.fields = list(fields)
+        self.matches = matches
         self.limits = []
+        self.expressions = []
 
-    def search(self, name, vector, limit, search_params=None):
+    def search(self, name, vector, limit, search_params=None, expression=""):
         self.limits.append(limit)
-        ids = self.ids[:limit]
+        self.expressions.append(expression)
+        ids = self.ids
+        if expression:
+            ids = [item_id for item_id in ids if self.matches(item_id)]
+        ids = ids[:limit]
         return ids, np.linspace(1.0, 0.0, len(ids)).astype(np.float32)[: len(ids)]
+
+    def filter_fields(self, name):
+        return self.fields
 
 
 def recommender(vectors, items):
@@ -154,3 +170,50 @@ def test_cap_holds_while_the_result_stays_full():
     brands = [items[item]["brand"] for item in result.item_ids]
     assert len(brands) == 6
     assert max(brands.count(brand) for brand in brands) <= 2
+
+
+def test_field_filter_goes_into_one_search():
+    # The same strict filter as above, on a collection with a category field.
+    shoes = {f"i{n:03d}" for n in range(0, 500, 20)}
+    vectors = Vectors(500, fields=["brand", "category"], matches=shoes.__contains__)
+    items = {
+        item_id: {"brand": "b", "category": "shoes" if item_id in shoes else "hats"}
+        for item_id in vectors.ids
+    }
+    result = recommender(vectors, items).recommend(
+        user_id="u1", top_n=5, item_filter=parse({"category": ["shoes"]})
+    )
+    assert len(result.item_ids) == 5
+    assert set(result.item_ids) <= shoes
+    assert vectors.expressions == ['category in ["shoes"]']
+    assert vectors.limits == [10]
+
+
+@pytest.mark.parametrize(
+    ("filters", "fields", "expression"),
+    [
+        ({"category": ["shoes", "bags"]}, ["category"], 'category in ["bags", "shoes"]'),
+        (
+            {"brand": ["a"], "category": ["x"]},
+            ["brand", "category"],
+            'brand in ["a"] and category in ["x"]',
+        ),
+        ({"title": ["Red shoe"]}, ["brand", "category"], ""),
+        ({"tags": ["sale"]}, ["brand", "category"], ""),
+        ({"brand": ['say "hi" \\ now']}, ["brand"], 'brand in ["say \\"hi\\" \\\\ now"]'),
+        ({"brand": ["two\nlines"]}, ["brand"], ""),
+        ({"brand": ["Bäcker"]}, ["brand"], 'brand in ["Bäcker"]'),
+    ],
+)
+def test_milvus_expression_covers_field_columns(filters, fields, expression):
+    assert parse(filters).milvus_expression(fields) == expression
+
+
+def test_filter_columns_are_single_valued_features():
+    assert filter_columns(SCHEMA.items) == ["brand", "category"]
+
+
+def test_filter_values_fill_missing_with_empty_text():
+    record = {"brand": "acme", "category": float("nan"), "title": "x"}
+    assert filter_values(record, ["brand", "category"]) == {"brand": "acme", "category": ""}
+    assert filter_values({"brand": 7}, ["brand"]) == {"brand": "7"}

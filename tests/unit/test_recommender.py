@@ -56,10 +56,16 @@ class FakeVectorStore:
         self.ids = ids
         self.similarities = np.asarray(similarities, dtype=np.float32)
         self.searches = []
+        self.expressions = []
+        self.fields = []
 
-    def search(self, name, vector, limit, search_params=None):
+    def search(self, name, vector, limit, search_params=None, expression=""):
         self.searches.append((name, limit))
+        self.expressions.append(expression)
         return self.ids[:limit], self.similarities[:limit]
+
+    def filter_fields(self, name):
+        return self.fields
 
 
 def recommender(vectors, items=None, scores=None, interactions=None, history=0):

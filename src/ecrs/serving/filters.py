@@ -7,13 +7,17 @@ one of them (for a multi-valued feature, when any of its values is).
 share one value, such as ``{"brand": 2}``. Item columns are the item
 features and attributes of the served schema.
 
-The item vectors in Milvus carry no features, so a filter cannot go into
-the search expression: the search over-fetches instead and drops the items
-that do not qualify (see ``Recommender.recommend``).
+A filter on a column that the collection stores as a field (a
+single-valued item feature) goes into the Milvus search expression. Other
+columns (multi-valued features, attributes) are checked on the items'
+stored records after the search, which over-fetches until enough items
+qualify (see ``Recommender.qualifying_candidates``). The records are
+checked in both cases, so both give the same results.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +49,24 @@ class ItemFilter:
             not self.allowed[column].isdisjoint(self._values(record, column))
             for column in self.allowed
         )
+
+    def milvus_expression(self, fields: Sequence[str]) -> str:
+        """Return a Milvus expression for the allowed values of ``fields``.
+
+        A column goes in only when the collection has it as a field and
+        every allowed value is printable text, so that quoting is safe.
+        An empty string means no column qualified.
+        """
+        terms = []
+        for column in sorted(self.allowed):
+            values = sorted(self.allowed[column])
+            if column not in fields or not all(value.isprintable() for value in values):
+                continue
+            quoted = ", ".join(
+                json.dumps(value, ensure_ascii=False) for value in values
+            )
+            terms.append(f"{column} in [{quoted}]")
+        return " and ".join(terms)
 
     def capped(self, records: Sequence[Mapping[str, Any]], limit: int) -> list[int]:
         """Return the positions to keep, in order, so that no value exceeds its cap."""

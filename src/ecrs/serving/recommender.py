@@ -193,17 +193,23 @@ class Recommender:
         user_row: np.ndarray,
         limit: int | None = None,
         exclude: frozenset[str] = frozenset(),
+        expression: str = "",
     ) -> Candidates:
         """Search the collection with the user tower's vector.
 
         Items in ``exclude`` are left out: the search requests that many more
         results and drops them, so ``limit`` candidates remain whenever the
-        collection has enough other items.
+        collection has enough other items. A non-empty ``expression``
+        restricts the search to items whose fields match it.
         """
         limit = limit or self.candidates
         vector = self.user_tower(user_row)[0]
         ids, similarities = self.vectors.search(
-            self.collection, vector, limit + len(exclude), self.search_params
+            self.collection,
+            vector,
+            limit + len(exclude),
+            self.search_params,
+            expression=expression,
         )
         if exclude:
             kept = [i for i, item_id in enumerate(ids) if item_id not in exclude][:limit]
@@ -282,13 +288,19 @@ class Recommender:
         """Recall up to ``candidates`` items that pass the filter, searching wider
         until they also fill ``top_n`` results under the caps.
 
-        Each round requests four times as many results from Milvus, until
-        enough qualify, the collection has no more, or the search reaches
+        Filters on the collection's fields run inside the search. Each round
+        requests four times as many results from Milvus, until enough
+        qualify, the collection has no more matches, or the search reaches
         Milvus's limit of ``MAX_SEARCH`` results.
         """
         limit = self.candidates
+        expression = item_filter.milvus_expression(
+            self.vectors.filter_fields(self.collection)
+        )
         while True:
-            found = self.recall(user.row, limit, exclude=user.seen)
+            found = self.recall(
+                user.row, limit, exclude=user.seen, expression=expression
+            )
             stored = self.features.get_items_raw(found.item_ids)
             records = [None if raw is None else json.loads(raw) for raw in stored]
             keep = [

@@ -30,7 +30,7 @@ from ecrs.data.dataset import Dataset
 from ecrs.errors import StackError
 from ecrs.serving.onnx_models import OnnxModels
 from ecrs.stores.feature_store import ITEM, USER, FeatureStore
-from ecrs.stores.vector_store import Index, VectorStore
+from ecrs.stores.vector_store import Index, VectorStore, filter_columns
 from ecrs.training.data import entity_records
 
 logger = logging.getLogger(__name__)
@@ -189,7 +189,12 @@ class ItemLoader:
             )
             self.resuming = True
             return done
-        self.vectors.create(self.collection, self.models.dim, self.index)
+        self.vectors.create(
+            self.collection,
+            self.models.dim,
+            self.index,
+            filter_columns(self.models.encoder.schema.items),
+        )
         self.progress.save(self.fingerprint, 0)
         return 0
 
@@ -220,7 +225,9 @@ class ItemLoader:
         )
         write_started = time.perf_counter()
         self.features.write(ITEM, ids, records)
-        self.vectors.write(self.collection, ids, vectors, replace=replace)
+        self.vectors.write(
+            self.collection, ids, vectors, replace=replace, records=records
+        )
         self.vector_seconds += write_started - compute_started
         self.write_seconds += time.perf_counter() - write_started
         self.processed += len(ids)

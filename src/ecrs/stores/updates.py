@@ -64,7 +64,9 @@ class StoreUpdater:
             models = OnnxModels(self.repository, version)
             vectors = models.item_tower(models.encoder.encode_items(list(item_ids), list(records)))
             name = self.vectors.collection(version)
-            self.vectors.write(name, list(item_ids), vectors, replace=True)
+            self.vectors.write(
+                name, list(item_ids), vectors, replace=True, records=list(records)
+            )
             collections.append(name)
         self.features.write(ITEM, list(item_ids), list(records))
         for name in collections:

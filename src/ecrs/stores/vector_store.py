@@ -4,14 +4,19 @@ The item vectors of version N were computed by item tower N, so a user
 vector of version N must only search collection ``<prefix>_items_v<N>``.
 Searches use Bounded consistency: Strong would wait about 200 ms for Milvus's
 time tick on every query. Loading waits until the new rows are searchable.
+
+Besides the id and the vector, each row stores the item's value of every
+single-valued item feature as a VARCHAR field of the same name, so that a
+request filter on those features runs inside the search expression.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -21,13 +26,18 @@ import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 
 from ecrs.config import StoreConfig
+from ecrs.data.schema import EntityTable
 from ecrs.errors import StackError, UnavailableError
 
 logger = logging.getLogger(__name__)
 
+# A Milvus field name: a letter or underscore, then letters, digits, underscores.
+FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 ID_FIELD = "item_id"
 VECTOR_FIELD = "embedding"
 MAX_ID_LENGTH = 512
+# Milvus's largest VARCHAR; it stores only the bytes a value has.
+MAX_FILTER_VALUE_LENGTH = 65_535
 INSERT_BATCH = 5000
 # A search fails with UNAVAILABLE after this many store timeouts.
 DEADLINE_FACTOR = 2
@@ -54,6 +64,34 @@ class Index:
         return cls("HNSW", {"M": 16, "efConstruction": 200}, {"ef": 256})
 
 
+def filter_columns(items: EntityTable) -> list[str]:
+    """Return the item features a collection stores for search expressions.
+
+    Multi-valued features stay out, because a VARCHAR field stores one value;
+    so does a column whose name Milvus rejects as a field name or that
+    collides with the id or vector field.
+    """
+    return [
+        spec.name
+        for spec in items.features
+        if not spec.multi_valued
+        and FIELD_NAME.fullmatch(spec.name)
+        and spec.name not in (ID_FIELD, VECTOR_FIELD)
+    ]
+
+
+def filter_values(record: Mapping[str, Any], fields: Sequence[str]) -> dict[str, str]:
+    """Return an item's raw value of each filter field, "" where it has none."""
+    values = {}
+    for field_name in fields:
+        value = record.get(field_name)
+        text = "" if value is None or value != value else str(value)  # NaN is missing
+        # NOTE: a longer value is cut to fit, so a filter on it matches nothing.
+        encoded = text.encode("utf-8")[:MAX_FILTER_VALUE_LENGTH]
+        values[field_name] = encoded.decode("utf-8", errors="ignore")
+    return values
+
+
 def collection_name(prefix: str, version: int) -> str:
     return f"{prefix}_items_v{version}"
 
@@ -74,6 +112,7 @@ class VectorStore:
         self.timeout_s = config.timeout_s
         self._client: MilvusClient | None = None
         self._search_params: dict[str, dict] = {}
+        self._filter_fields: dict[str, list[str]] = {}
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=SEARCH_THREADS, thread_name_prefix="milvus"
         )
@@ -90,8 +129,14 @@ class VectorStore:
     def collection(self, version: int) -> str:
         return collection_name(self.prefix, version)
 
-    def create(self, name: str, dim: int, index: Index) -> None:
-        """Create (or re-create) an empty collection with its index."""
+    def create(
+        self, name: str, dim: int, index: Index, filter_fields: Sequence[str] = ()
+    ) -> None:
+        """Create (or re-create) an empty collection with its index.
+
+        ``filter_fields`` are item columns stored as VARCHAR fields beside
+        the vector, for search expressions.
+        """
         with self._errors(f"create collection {name}"):
             if self.client.has_collection(name):
                 self.client.drop_collection(name)
@@ -102,6 +147,10 @@ class VectorStore:
                 ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH
             )
             schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dim)
+            for field_name in filter_fields:
+                schema.add_field(
+                    field_name, DataType.VARCHAR, max_length=MAX_FILTER_VALUE_LENGTH
+                )
             index_params = self.client.prepare_index_params()
             index_params.add_index(
                 field_name=VECTOR_FIELD,
@@ -128,22 +177,32 @@ class VectorStore:
         vectors: np.ndarray,
         *,
         replace: bool = False,
+        records: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         """Write vectors in batches of ``INSERT_BATCH`` rows.
 
-        Milvus keeps every inserted row, even one whose id is already there.
-        With ``replace``, each row is upserted instead, which replaces any row
-        of the same id: the way to write rows that may already be stored.
+        ``records`` are the items' raw features, aligned with ``ids``; they
+        fill the collection's filter fields, and a missing value is stored as
+        an empty string. Milvus keeps every inserted row, even one whose id
+        is already there. With ``replace``, each row is upserted instead,
+        which replaces any row of the same id: the way to write rows that may
+        already be stored.
         """
+        fields = self.filter_fields(name)
+        if fields and records is None:
+            raise ValueError(
+                f"collection {name} has filter fields {fields}; pass the items' records"
+            )
         with self._errors(f"insert into {name}"):
             for start in range(0, len(ids), INSERT_BATCH):
+                stop = start + INSERT_BATCH
                 rows = [
                     {ID_FIELD: item_id, VECTOR_FIELD: vector.tolist()}
-                    for item_id, vector in zip(
-                        ids[start : start + INSERT_BATCH],
-                        vectors[start : start + INSERT_BATCH],
-                    )
+                    for item_id, vector in zip(ids[start:stop], vectors[start:stop])
                 ]
+                if fields:
+                    for row, record in zip(rows, records[start:stop]):
+                        row.update(filter_values(record, fields))
                 if replace:
                     self.client.upsert(name, rows)
                 else:
@@ -189,17 +248,31 @@ class VectorStore:
         vector: np.ndarray,
         limit: int,
         search_params: dict | None = None,
+        expression: str = "",
     ) -> tuple[list[str], np.ndarray]:
         """Return the ``limit`` nearest item ids and their inner products.
 
         Without ``search_params``, the parameters suit the collection's index.
+        A non-empty ``expression`` (a Milvus boolean expression over the
+        collection's filter fields) restricts the search to matching rows.
         """
         return self._within_deadline(
-            f"search {name}", self._search, name, vector, limit, search_params
+            f"search {name}",
+            self._search,
+            name,
+            vector,
+            limit,
+            search_params,
+            expression,
         )
 
     def _search(
-        self, name: str, vector: np.ndarray, limit: int, search_params: dict | None
+        self,
+        name: str,
+        vector: np.ndarray,
+        limit: int,
+        search_params: dict | None,
+        expression: str,
     ) -> tuple[list[str], np.ndarray]:
         if search_params is None:
             search_params = self.search_params(name, limit)
@@ -207,6 +280,7 @@ class VectorStore:
             hits = self.client.search(
                 name,
                 data=[vector.astype(np.float32).tolist()],
+                filter=expression,
                 limit=limit,
                 output_fields=[],
                 search_params={"metric_type": "IP", "params": search_params},
@@ -216,6 +290,24 @@ class VectorStore:
         ids = [hit["id"] for hit in hits]
         scores = np.asarray([hit["distance"] for hit in hits], dtype=np.float32)
         return ids, scores
+
+    def filter_fields(self, name: str) -> list[str]:
+        """Return the filter fields of collection ``name``, cached per collection.
+
+        A collection created before filter fields existed has none, and its
+        searches filter after the search instead.
+        """
+        if name not in self._filter_fields:
+            with self._errors(f"describe {name}"):
+                described = self.client.describe_collection(
+                    name, timeout=self.timeout_s
+                )
+            self._filter_fields[name] = [
+                field["name"]
+                for field in described["fields"]
+                if field["name"] not in (ID_FIELD, VECTOR_FIELD)
+            ]
+        return self._filter_fields[name]
 
     def search_params(self, name: str, limit: int) -> dict:
         """Return search parameters for the index of ``name``, cached per collection."""
@@ -277,6 +369,18 @@ class VectorStore:
     def has_collection(self, name: str) -> bool:
         with self._errors(f"look up {name}"):
             return bool(self.client.has_collection(name))
+
+    def ping(self, name: str) -> None:
+        """Raise UnavailableError unless Milvus responds and has collection ``name``.
+
+        The lookup runs under the same deadline as a search.
+        """
+        if not self._within_deadline(f"look up {name}", self.has_collection, name):
+            raise UnavailableError(
+                f"Milvus at {self.address} has no collection {name}; load the "
+                "stores for the served version with 'ecrs load'",
+                service="milvus",
+            )
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
