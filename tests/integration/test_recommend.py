@@ -245,8 +245,12 @@ def test_client_cli_unknown_user_one_line_error(run_client):
 
 def test_features_change_the_recommendations(client, small_dataset):
     """A new user's features matter: their list differs from that of a profile
-    whose every value is unknown to the models (the least a request can tell)."""
+    whose every value is unknown to the models (the least a request can tell).
+    A profile with no values at all is rejected instead of served silently."""
     features = new_user_features(small_dataset)
+    with pytest.raises(InvalidInputError, match="USER_FEATURES") as empty:
+        client.recommend(user_features={}, top_n=10)
+    assert empty.value.status == "INVALID_ARG"
     unknown = {name: "never-seen-value" for name in features}
     informed = [item.item_id for item in client.recommend(user_features=features, top_n=10)]
     uninformed = client.recommend(user_features=unknown, top_n=10)
