@@ -31,7 +31,14 @@ from ecrs.errors import (
 
 DEFAULT_URL = "127.0.0.1:8001"
 MODEL_NAME = "recommend_ensemble"
-OUTPUT_NAMES = ("ITEM_IDS", "SCORES", "ITEM_DETAILS", "UNKNOWN_FEATURES")
+OUTPUT_NAMES = (
+    "ITEM_IDS",
+    "SCORES",
+    "ITEM_DETAILS",
+    "UNKNOWN_FEATURES",
+    "MODEL_VERSION",
+    "COLLECTION",
+)
 
 
 @dataclass(frozen=True)
@@ -46,13 +53,22 @@ class Recommendations(list):
 
     ``unknown_features`` names the user features whose values the served
     version did not see in training; the models read those as unknown.
+    ``model_version`` and ``collection`` name the exported version and the
+    Milvus collection that produced the list (None from an older server).
     """
 
     def __init__(
-        self, items: Sequence[RecommendedItem], unknown_features: Sequence[str] = ()
+        self,
+        items: Sequence[RecommendedItem],
+        unknown_features: Sequence[str] = (),
+        *,
+        model_version: int | None = None,
+        collection: str | None = None,
     ) -> None:
         super().__init__(items)
         self.unknown_features = list(unknown_features)
+        self.model_version = model_version
+        self.collection = collection
 
 
 @dataclass(frozen=True)
@@ -125,13 +141,15 @@ class RecommendClient:
         exclude_seen: bool = False,
         filters: Mapping[str, Sequence[str]] | None = None,
         cap: Mapping[str, int] | None = None,
+        model_version: int | None = None,
     ) -> Recommendations:
         """Recommend for a known ``user_id`` or a new user's ``user_features``.
 
         With ``exclude_seen``, items the user interacted with are left out.
         ``filters`` keeps only items whose column has one of the listed values,
         such as ``{"category": ["shoes"]}``, and ``cap`` limits how many results
-        share one value of a column, such as ``{"brand": 2}``.
+        share one value of a column, such as ``{"brand": 2}``. ``model_version``
+        pins an exported version instead of the one the serving pointer picks.
         """
         inputs = request_inputs(
             user_id=user_id,
@@ -139,6 +157,8 @@ class RecommendClient:
             top_n=top_n,
             exclude_seen=exclude_seen,
         )
+        if model_version is not None:
+            inputs.append(_int_input("MODEL_VERSION", model_version))
         for name, value in (("FILTER", filters), ("CAP", cap)):
             if value is not None:
                 payload = json.dumps(dict(value), ensure_ascii=False)
@@ -294,13 +314,19 @@ def parse_result(result: grpcclient.InferResult) -> Recommendations:
     details = result.as_numpy("ITEM_DETAILS")
     unknown = result.as_numpy("UNKNOWN_FEATURES")
     unknown_features = [] if unknown is None else [_text(name) for name in unknown]
+    version = result.as_numpy("MODEL_VERSION")
+    collection = result.as_numpy("COLLECTION")
+    provenance = {
+        "model_version": None if version is None else int(version.reshape(-1)[0]),
+        "collection": None if collection is None else _text(collection.reshape(-1)[0]),
+    }
     if ids is None or scores is None or details is None:
-        return Recommendations([], unknown_features)
+        return Recommendations([], unknown_features, **provenance)
     items = [
         RecommendedItem(_text(item_id), float(score), json.loads(_text(detail)))
         for item_id, score, detail in zip(ids, scores, details)
     ]
-    return Recommendations(items, unknown_features)
+    return Recommendations(items, unknown_features, **provenance)
 
 
 def _text(value: bytes | str) -> str:

@@ -31,6 +31,7 @@ from ecrs.serving.layout import (
     USER_TOWER,
     next_version,
 )
+from ecrs.serving.model_configs import live_versions, read_config, set_versions
 from ecrs.training.checkpoint import Checkpoint
 
 logger = logging.getLogger(__name__)
@@ -131,10 +132,15 @@ def export_checkpoint(
             )
             checkpoint.encoder.save(folder)
             checkpoint.scoring().save(folder)
+        live = live_versions(served) or [version]
         copy_source(source, served)
         for model in onnx_models(checkpoint):
             write_config(
-                source / model.name, served / model.name, model, device=device
+                source / model.name,
+                served / model.name,
+                model,
+                device=device,
+                versions=live,
             )
             target = served / model.name / str(version)
             shutil.rmtree(target, ignore_errors=True)
@@ -168,13 +174,19 @@ def copy_source(source: Path, served: Path) -> None:
 
 
 def write_config(
-    source_model: Path, served_model: Path, model: OnnxModel, *, device: str = "cpu"
+    source_model: Path,
+    served_model: Path,
+    model: OnnxModel,
+    *,
+    device: str = "cpu",
+    versions: list[int],
 ) -> None:
-    """Write the served ``config.pbtxt`` with the exported tensors' dims and the
-    instance kind of ``device``."""
+    """Write the served ``config.pbtxt`` with the exported tensors' dims, the
+    instance kind of ``device``, and the ``versions`` Triton loads."""
     config = read_config(source_model / CONFIG_FILE)
     for group in config.instance_group:
         group.kind = DEVICES[device]
+    set_versions(config, versions)
     declared = {tensor.name: tensor for tensor in [*config.input, *config.output]}
     for spec in [*model.inputs, *model.outputs]:
         tensor = declared.get(spec.name)
@@ -188,15 +200,6 @@ def write_config(
     (served_model / CONFIG_FILE).write_text(
         text_format.MessageToString(config), encoding="utf-8"
     )
-
-
-def read_config(path: Path) -> model_config_pb2.ModelConfig:
-    try:
-        return text_format.Parse(
-            path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig()
-        )
-    except text_format.ParseError as exc:
-        raise ExportError(f"{path} is not a valid model configuration: {exc}") from exc
 
 
 def sample_feeds(model: OnnxModel, encoder: FeatureEncoder) -> dict[str, np.ndarray]:

@@ -24,6 +24,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 from ecrs import commands
 from ecrs.config import Ports, StackConfig, default_state_dir
 from ecrs.errors import EcrsError
+from ecrs.rollout import commands as rollout_commands
 from ecrs.stores.loader import LOAD_BATCH
 
 
@@ -45,8 +46,86 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(subparsers)
     _add_model_commands(subparsers)
     _add_stack_commands(subparsers)
+    _add_rollout_commands(subparsers)
     _add_main_command(subparsers)
     return parser
+
+
+def _add_rollout_commands(subparsers: argparse._SubParsersAction) -> None:
+    rollout = subparsers.add_parser(
+        "rollout",
+        help="roll out a checkpoint as a new version of the local stack, without "
+        "failed requests",
+        description=(
+            "Export the checkpoint as version N, compute every stored item's vector "
+            "into collection N, load N in Triton, warm it up, compare it with the "
+            "serving version on held-out users, and switch (or start a canary). "
+            "A failed step leaves the serving version as it was."
+        ),
+    )
+    rollout.add_argument(
+        "--checkpoint", type=Path, required=True, help="checkpoint folder"
+    )
+    rollout.add_argument(
+        "--gate-data",
+        type=Path,
+        required=True,
+        help="data set folder whose users' newest interactions are the held-out "
+        "targets of the quality gate",
+    )
+    rollout.add_argument(
+        "--canary",
+        type=_share,
+        default=0.0,
+        help="share of users (0 to 1) that the new version serves as a canary "
+        "instead of switching (default 0: switch)",
+    )
+    rollout.add_argument(
+        "--margin",
+        type=float,
+        default=0.02,
+        help="largest recall@50 drop against the serving version that the gate "
+        "accepts (default 0.02)",
+    )
+    rollout.add_argument(
+        "--force", action="store_true", help="switch even when the quality gate fails"
+    )
+    rollout.add_argument(
+        "--keep",
+        type=_positive_int,
+        default=3,
+        help="versions kept on disk with their collections (default 3)",
+    )
+    rollout.add_argument(
+        "--gate-users",
+        type=_positive_int,
+        default=200,
+        help="held-out users the gate requests (default 200)",
+    )
+    rollout.set_defaults(handler=rollout_commands.roll_out)
+
+    promote = subparsers.add_parser(
+        "promote", help="make the canary the serving version"
+    )
+    promote.set_defaults(handler=rollout_commands.promote)
+
+    rollback = subparsers.add_parser(
+        "rollback",
+        help="end the canary, or serve the previous version again",
+    )
+    rollback.add_argument(
+        "--to",
+        type=_positive_int,
+        default=None,
+        help="version to serve (default: the previous one)",
+    )
+    rollback.set_defaults(handler=rollout_commands.roll_back)
+
+    versions = subparsers.add_parser(
+        "versions",
+        help="list the exported versions: loaded, role, and their collections",
+    )
+    versions.set_defaults(handler=rollout_commands.show_versions)
 
 
 def _add_data_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -332,6 +411,18 @@ def _integer(text: str, minimum: int) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < minimum:
         raise argparse.ArgumentTypeError(f"{value} is below {minimum}; pass {minimum} or more")
+    return value
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a share from 0 to 1, such as 0.1"
+        )
     return value
 
 

@@ -231,7 +231,7 @@ def load_data(args: argparse.Namespace, stack: StackConfig) -> int:
         show_progress=True,
     )
     _print_load_result(result)
-    _reload_after_load(args, live, repository)
+    _serve_after_load(args, live, repository, stores, result.version)
     return 0
 
 
@@ -251,17 +251,31 @@ def _print_load_result(result: LoadResult) -> None:
     )
 
 
-def _reload_after_load(
-    args: argparse.Namespace, live: StackConfig | None, repository: Path
+def _serve_after_load(
+    args: argparse.Namespace,
+    live: StackConfig | None,
+    repository: Path,
+    stores: StoreConfig,
+    version: int,
 ) -> None:
     if live is not None:
-        running.reload_models(live)
-        print(f"Triton now serves the newest exported version from {repository}")
+        running.serve_version(
+            live.triton_grpc_url,
+            repository,
+            stores,
+            version,
+            log_hint=f"see {live.logs_dir / 'triton.log'}",
+        )
+        print(f"Triton now serves version {version} from {repository}")
     elif args.triton_url:
-        running.reload_triton(args.triton_url)
-        print(f"Triton at {args.triton_url} now serves the newest exported version")
+        running.serve_version(args.triton_url, repository, stores, version)
+        print(f"Triton at {args.triton_url} now serves version {version}")
     else:
-        print("no Triton reloaded; pass --triton-url to switch a running Triton")
+        running.serve_version(None, repository, stores, version)
+        print(
+            f"version {version} is now the serving version; reload Triton "
+            "(pass --triton-url) for it to serve"
+        )
 
 
 def start_servers(args: argparse.Namespace, stack: StackConfig) -> int:

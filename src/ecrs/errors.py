@@ -11,6 +11,7 @@ offending value in their message; errors of a store or server name its address.
     ├── UnavailableError     Redis, Milvus or Triton cannot be reached
     ├── ModelError           a model called through BLS returned an error
     ├── ExportError          an export failed, including a parity check
+    ├── RolloutError         a rollout step failed; the serving version stays
     └── StackError           a local server failed to start or stop
 """
 
@@ -76,6 +77,17 @@ class ModelError(EcrsError):
 
 class ExportError(EcrsError):
     """Exporting a model failed, for example its ONNX output differs from Paddle's."""
+
+
+class RolloutError(EcrsError):
+    """A step of a rollout, rollback or promotion failed.
+
+    ``step`` names it (export, vectors, load, warm-up, quality gate, switch).
+    """
+
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(f"rollout step '{step}' failed: {message}")
+        self.step = step
 
 
 class StackError(EcrsError):

@@ -24,7 +24,7 @@ from ecrs.data.generate import generate_shop_dataset
 from ecrs.data.movielens import load_movielens
 from ecrs.errors import EcrsError, NotFoundError
 from ecrs.export.repository import export_checkpoint
-from ecrs.stack.running import ensure_running, reload_models
+from ecrs.stack.running import ensure_running, serve_version
 from ecrs.stores.loader import load_stores
 from ecrs.training.pipeline import TrainingParams, train
 
@@ -53,7 +53,13 @@ def run(stack: StackConfig, *, movielens: Path | None = None, seed: int = 0) -> 
         f"loaded {loaded.users} users and {loaded.items} items "
         f"(Milvus collection {loaded.collection})"
     )
-    reload_models(running)
+    serve_version(
+        running.triton_grpc_url,
+        running.model_repository,
+        running.stores,
+        loaded.version,
+        log_hint=f"see {running.logs_dir / 'triton.log'}",
+    )
     print_recommendations(running, dataset)
     ecrs = Path(sys.executable).parent / "ecrs"
     print(

@@ -8,7 +8,7 @@ input), so they run and test without Triton. Ids are at most
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +23,7 @@ from ecrs.serving.recommender import (
     USER_ID_INPUT,
     parse_user_features,
 )
+from ecrs.serving.versions import MODEL_VERSION_INPUT
 
 
 # Every input of recommend_ensemble; all are optional in its config.
@@ -33,6 +34,7 @@ INPUT_NAMES = (
     EXCLUDE_SEEN_INPUT,
     FILTER_INPUT,
     CAP_INPUT,
+    MODEL_VERSION_INPUT,
 )
 ITEM_IDS_INPUT = "ITEM_IDS"
 CANDIDATES_INPUT = "CANDIDATES"
@@ -56,10 +58,12 @@ def parse_request(
     default_top_n: int,
     max_top_n: int,
     items: EntityTable | None = None,
+    required: Sequence[str] = (),
 ) -> RecommendRequest:
     """Check that exactly one of USER_ID and USER_FEATURES is present, TOP_N,
-    and the optional flags and item filters (``items`` names the item columns)."""
-    user_id, user_features = parse_user(inputs, feature_names)
+    and the optional flags and item filters (``items`` names the item columns).
+    ``required`` names the user features a new user must send."""
+    user_id, user_features = parse_user(inputs, feature_names, required)
     item_filter = ItemFilter()
     if items is not None:
         item_filter = parse_item_filter(
@@ -81,7 +85,9 @@ def _optional_bytes(value: np.ndarray | None, name: str) -> bytes | None:
 
 
 def parse_user(
-    inputs: Mapping[str, np.ndarray | None], feature_names: list[str]
+    inputs: Mapping[str, np.ndarray | None],
+    feature_names: list[str],
+    required: Sequence[str] = (),
 ) -> tuple[str | None, dict[str, str] | None]:
     """Return (user id, None) for a known user or (None, features) for a new one."""
     user_id = inputs.get(USER_ID_INPUT)
@@ -95,7 +101,7 @@ def parse_user(
     if user_id is not None:
         return single_text(user_id, USER_ID_INPUT), None
     raw = single_bytes(user_features, USER_FEATURES_INPUT)
-    return None, parse_user_features(raw, feature_names)
+    return None, parse_user_features(raw, feature_names, required)
 
 
 def parse_flag(value: np.ndarray | None, name: str) -> bool:

@@ -4,7 +4,7 @@ Each ``model.py`` under ``model_repository/`` subclasses ``ServedPythonModel``
 and names its capability. This class reads the inputs the capability
 declares, calls its ``RecommendModel`` handler, and returns the outputs as
 tensors. ``user_tower``, ``item_tower`` and ``deepfm_rank`` run through BLS
-calls pinned to the version the model serves. ECRS errors become Triton
+calls pinned to the version each request uses. ECRS errors become Triton
 errors with the matching code. A failed BLS call passes on the called
 model's message and its request-error code, or UNAVAILABLE when the model
 itself failed. Any other exception becomes INTERNAL and is logged, and the
@@ -17,6 +17,9 @@ Only a Triton Python-backend stub can import this module, because it imports
 from __future__ import annotations
 
 import json
+import os
+import time
+from collections.abc import Callable
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -46,11 +49,25 @@ class ServedPythonModel:
             item_tower=self._item_tower,
         )
         self.handler = getattr(self.model, self.spec.handler)
+        try:
+            serving = f"version {self.model.pointer().version}"
+        except EcrsError as exc:  # Redis may come up after Triton
+            serving = f"unknown until Redis responds ({exc})"
         self.logger.log_info(
-            f"{self.capability} serves version {self.model.version} "
-            f"(collection {self.model.collection})"
+            f"{self.capability} follows the serving pointer; it serves {serving}"
         )
+        # Every series a stub process creates carries its own label values.
+        # Triton 2.51 shares one series between Metric objects with equal
+        # labels, so deleting one at an instance's finalize would leave the
+        # other dangling. A reload finalizes the old instance after the new
+        # one started, so the instance name alone is not enough.
+        self.metric_labels = {
+            "model": self.capability,
+            "instance": f"{args['model_instance_name']}@{os.getpid()}",
+        }
+        self._closing = False
         self._start_health()
+        self.request_metrics = RequestMetrics(self.metric_labels)
 
     def execute(self, requests: list) -> list:
         return [self._respond(request) for request in requests]
@@ -65,10 +82,12 @@ class ServedPythonModel:
         return self.health.ready()
 
     def finalize(self) -> None:
+        self._closing = True
         self.health.stop()
         # Triton requires each Metric to go before its MetricFamily.
         self._store_up.clear()
         self._store_up_family = None
+        self.request_metrics.close()
         self.model.close()
 
     def _start_health(self) -> None:
@@ -79,11 +98,7 @@ class ServedPythonModel:
         )
         self._store_up = {
             store: self._store_up_family.Metric(
-                labels={
-                    "model": self.capability,
-                    "version": str(self.model.version),
-                    "store": store,
-                }
+                labels={**self.metric_labels, "store": store}
             )
             for store in self.spec.stores
         }
@@ -95,6 +110,8 @@ class ServedPythonModel:
             self._store_up[state.store].set(1.0 if state.up else 0.0)
 
     def _store_changed(self, state: StoreState) -> None:
+        if self._closing:
+            return
         self._store_up[state.store].set(1.0 if state.up else 0.0)
         if state.up:
             self.logger.log_info(f"{self.capability}: {state.store} responds again")
@@ -102,6 +119,17 @@ class ServedPythonModel:
             self.logger.log_warn(f"{self.capability}: not ready: {state.error}")
 
     def _respond(self, request):
+        started = time.perf_counter()
+        self.model.picked_version = None
+        response = self._run(request)
+        self.request_metrics.record(
+            self.model.picked_version,
+            not response.has_error(),
+            (time.perf_counter() - started) * 1e6,
+        )
+        return response
+
+    def _run(self, request):
         inputs = {}
         for name in self.spec.inputs:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
@@ -130,20 +158,33 @@ class ServedPythonModel:
             output_tensors=[pb_utils.Tensor(name, value) for name, value in outputs.items()]
         )
 
-    def _user_tower(self, rows: np.ndarray) -> np.ndarray:
-        return self._bls(USER_TOWER, {"USER_FEATURE_IDS": rows}, "USER_EMBEDDING")
+    def _user_tower(self, version: int) -> Callable[[np.ndarray], np.ndarray]:
+        def run(rows: np.ndarray) -> np.ndarray:
+            feeds = {"USER_FEATURE_IDS": rows}
+            return self._bls(USER_TOWER, version, feeds, "USER_EMBEDDING")
 
-    def _item_tower(self, rows: np.ndarray) -> np.ndarray:
-        return self._bls(ITEM_TOWER, {"ITEM_FEATURE_IDS": rows}, "ITEM_EMBEDDING")
+        return run
 
-    def _rank(self, user_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
-        feeds = {"USER_FEATURE_IDS": user_rows, "ITEM_FEATURE_IDS": item_rows}
-        return self._bls(DEEPFM_RANK, feeds, "SCORE")[:, 0]
+    def _item_tower(self, version: int) -> Callable[[np.ndarray], np.ndarray]:
+        def run(rows: np.ndarray) -> np.ndarray:
+            feeds = {"ITEM_FEATURE_IDS": rows}
+            return self._bls(ITEM_TOWER, version, feeds, "ITEM_EMBEDDING")
 
-    def _bls(self, model_name: str, feeds: dict, output_name: str) -> np.ndarray:
+        return run
+
+    def _rank(self, version: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        def run(user_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
+            feeds = {"USER_FEATURE_IDS": user_rows, "ITEM_FEATURE_IDS": item_rows}
+            return self._bls(DEEPFM_RANK, version, feeds, "SCORE")[:, 0]
+
+        return run
+
+    def _bls(
+        self, model_name: str, version: int, feeds: dict, output_name: str
+    ) -> np.ndarray:
         request = pb_utils.InferenceRequest(
             model_name=model_name,
-            model_version=self.model.version,
+            model_version=version,
             requested_output_names=[output_name],
             inputs=[pb_utils.Tensor(name, value) for name, value in feeds.items()],
         )
@@ -151,11 +192,52 @@ class ServedPythonModel:
         if response.has_error():
             error = response.error()
             raise ModelError(
-                f"model {model_name} version {self.model.version} failed: "
+                f"model {model_name} version {version} failed: "
                 f"{error.message()}",
                 status=_code_name(error.code()),
             )
         return pb_utils.get_output_tensor_by_name(response, output_name).as_numpy()
+
+
+class RequestMetrics:
+    """Counters per exported version on Triton's metrics endpoint, so that a
+    canary's requests, failures and time can be compared with the serving
+    version's. ``version="none"`` counts requests rejected before a version
+    was picked."""
+
+    NAMES = {
+        "ecrs_request_success": "requests answered, by model and exported version",
+        "ecrs_request_failure": "requests that failed, by model and exported version",
+        "ecrs_request_duration_us": "time spent on requests, in microseconds",
+    }
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        self.labels = labels
+        self._families = {
+            name: pb_utils.MetricFamily(
+                name=name, description=text, kind=pb_utils.MetricFamily.COUNTER
+            )
+            for name, text in self.NAMES.items()
+        }
+        self._metrics: dict[str, dict[str, object]] = {}
+
+    def record(self, version: int | None, succeeded: bool, duration_us: float) -> None:
+        label = "none" if version is None else str(version)
+        if label not in self._metrics:
+            labels = {**self.labels, "version": label}
+            self._metrics[label] = {
+                name: family.Metric(labels=labels)
+                for name, family in self._families.items()
+            }
+        metrics = self._metrics[label]
+        outcome = "ecrs_request_success" if succeeded else "ecrs_request_failure"
+        metrics[outcome].increment(1)
+        metrics["ecrs_request_duration_us"].increment(duration_us)
+
+    def close(self) -> None:
+        # Triton requires each Metric to go before its MetricFamily.
+        self._metrics.clear()
+        self._families.clear()
 
 
 def _code_name(code: int) -> str:

@@ -8,9 +8,11 @@ from pathlib import Path
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from ecrs.config import Ports, StackConfig
+from ecrs.config import Ports, StackConfig, StoreConfig
 from ecrs.errors import StackError, UnavailableError
 from ecrs.serving.layout import ONNX_MODELS, PYTHON_MODELS
+from ecrs.serving.model_configs import set_live_versions
+from ecrs.serving.versions import PointerStore, ServingPointer
 from ecrs.stack.launcher import SERVICES, stack_status, start_stack
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,32 @@ def reload_triton(triton_url: str, *, log_hint: str = "see Triton's log") -> Non
                     service="triton",
                 ) from exc
     logger.info("reloaded %s", ", ".join((*ONNX_MODELS, *PYTHON_MODELS)))
+
+
+def serve_version(
+    triton_url: str | None,
+    repository: Path,
+    stores: StoreConfig,
+    version: int,
+    *,
+    log_hint: str = "see Triton's log",
+) -> None:
+    """Serve ``version`` alone: list it in the served configs, reload Triton at
+    ``triton_url`` (when given), then point the serving pointer at it.
+
+    Requests that arrive during the reload may fail; ``ecrs rollout``
+    switches versions without failed requests.
+    """
+    set_live_versions(repository, [version])
+    if triton_url is not None:
+        reload_triton(triton_url, log_hint=log_hint)
+    pointers = PointerStore(stores)
+    try:
+        old = pointers.read()
+        previous = old.version if old is not None and old.version != version else None
+        pointers.write(ServingPointer(version, previous=previous))
+    finally:
+        pointers.close()
 
 
 def format_status(state_dir: Path) -> str:

@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 USER = "user"
 ITEM = "item"
 INTERACTIONS = "interactions"
+ITEM_CHANGES = "item_changes"
+MAX_CHANGE_ENTRIES = 100_000
 WRITE_BATCH = 1000
 # Reading all of a user's interactions (to leave them out) stops here.
 MAX_INTERACTIONS_READ = 10_000
@@ -137,6 +139,46 @@ class FeatureStore:
             for raw in self.get_items_raw(item_ids)
         ]
 
+    def record_item_changes(self, item_ids: Sequence[str]) -> None:
+        """Append changed item ids to the change stream that a rollout replays.
+
+        The stream keeps about its newest ``MAX_CHANGE_ENTRIES`` entries.
+        """
+        with self._errors(f"record {len(item_ids)} item changes"):
+            self.client.xadd(
+                self.key(ITEM_CHANGES, "stream"),
+                {"ids": json.dumps(list(item_ids))},
+                maxlen=MAX_CHANGE_ENTRIES,
+                approximate=True,
+            )
+
+    def last_item_change(self) -> str:
+        """Return the id of the newest change stream entry ("0-0" when empty)."""
+        with self._errors("read the item change stream"):
+            entries = self.client.xrevrange(self.key(ITEM_CHANGES, "stream"), count=1)
+        return _text(entries[0][0]) if entries else "0-0"
+
+    def item_changes_since(self, after: str) -> tuple[list[str], str]:
+        """Return the item ids changed after stream entry ``after``, and the
+        newest entry id read."""
+        with self._errors("read the item change stream"):
+            entries = self.client.xrange(
+                self.key(ITEM_CHANGES, "stream"), min=f"({after}", max="+"
+            )
+        ids: dict[str, None] = {}
+        for entry_id, fields in entries:
+            after = _text(entry_id)
+            for item_id in json.loads(fields[b"ids"]):
+                ids[item_id] = None
+        return list(ids), after
+
+    def item_ids(self) -> Iterator[str]:
+        """Yield every stored item id (every primary node's, in a cluster)."""
+        start = len(self.key(ITEM, ""))
+        with self._errors("list the items"):
+            for key in self.client.scan_iter(self.key(ITEM, "*"), count=1000):
+                yield _text(key)[start:]
+
     def count(self, kind: str) -> int:
         """Count stored users or items by scanning their keys (every primary
         node's keys in a cluster)."""
@@ -208,3 +250,7 @@ def _present(value: Any) -> bool:
     if isinstance(value, float) and math.isnan(value):  # pandas' missing value
         return False
     return str(value).strip() != ""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value

@@ -69,6 +69,7 @@ class StoreUpdater:
             )
             collections.append(name)
         self.features.write(ITEM, list(item_ids), list(records))
+        self.features.record_item_changes(list(item_ids))
         for name in collections:
             self._wait(name, item_ids, present=True)
         logger.info("upserted %d items into %s", len(item_ids), ", ".join(collections))
@@ -78,6 +79,7 @@ class StoreUpdater:
         """Remove items from Redis and from every live collection."""
         keys = [self.features.key(ITEM, item_id) for item_id in item_ids]
         self.features.delete(*keys)
+        self.features.record_item_changes(list(item_ids))
         collections = []
         for version in self.live_versions():
             name = self.vectors.collection(version)
@@ -106,10 +108,14 @@ class StoreUpdater:
         return self.features.write_interactions(user_ids, item_ids, timestamps)
 
     def live_versions(self) -> list[int]:
-        """Return the exported versions whose collection exists in Milvus."""
+        """Return the exported versions whose collection exists in Milvus.
+
+        The repository is listed again on each call, so that a version that a
+        rollout exported meanwhile gets the change too.
+        """
         return [
             version
-            for version in self.versions
+            for version in list_versions(self.repository, USER_TOWER)
             if self.vectors.has_collection(self.vectors.collection(version))
         ]
 

@@ -370,6 +370,14 @@ class VectorStore:
         with self._errors(f"look up {name}"):
             return bool(self.client.has_collection(name))
 
+    def drop(self, name: str) -> None:
+        """Drop collection ``name`` if it exists."""
+        with self._errors(f"drop {name}"):
+            if self.client.has_collection(name):
+                self.client.drop_collection(name)
+        self._filter_fields.pop(name, None)
+        self._search_params.pop(name, None)
+
     def ping(self, name: str) -> None:
         """Raise UnavailableError unless Milvus responds and has collection ``name``.
 
@@ -442,8 +450,22 @@ def _is_auth_error(exc: MilvusException) -> bool:
 
 
 def _is_connection_error(exc: MilvusException) -> bool:
+    """Return whether ``exc`` means Milvus cannot be reached.
+
+    An exception without a message is one too: pymilvus raises it for a call
+    on a gRPC channel that a lost connection closed.
+    """
+    if not exc.message:
+        return True
     text = f"{exc.code} {exc.message}".lower()
     return any(
         word in text
-        for word in ("unavailable", "connect", "deadline", "timeout", "fail to")
+        for word in (
+            "unavailable",
+            "connect",
+            "deadline",
+            "timeout",
+            "fail to",
+            "closed channel",
+        )
     )

@@ -1,0 +1,1 @@
+"""Roll out, canary, promote and roll back exported versions without dropping requests."""
