@@ -119,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EcrsError as exc:
         status = f"{exc.status}: " if exc.status else ""
         print(f"ecrs-client: error: {status}{exc}", file=sys.stderr)
+        if getattr(args, "json", False):
+            error = {"status": exc.status or "ERROR", "message": str(exc)}
+            _print_json({"error": error})
         return 1
     return 0
 

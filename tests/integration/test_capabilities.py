@@ -102,6 +102,7 @@ def test_recall_for_a_new_user(client, small_dataset):
 def test_recall_count_out_of_range_names_the_range(client, small_dataset, count):
     with pytest.raises(InvalidInputError, match="from 1 to 1000"):
         client.recall(user_id=user_ids(small_dataset)[0], candidates=count)
+    assert len(client.recall(user_id=user_ids(small_dataset)[0], candidates=3)) == 3
 
 
 def test_rank_sorts_a_callers_list_like_recommend(client, small_dataset):

@@ -4,7 +4,6 @@ by itself once the store is back, with no restart of Triton."""
 from __future__ import annotations
 
 import time
-import urllib.request
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import redis
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from ecrs.client.metrics import metric_value
 from ecrs.errors import UnavailableError
 from ecrs.serving.health import STORE_UP_METRIC
 from ecrs.stack.launcher import stack_status, start_stack
@@ -31,16 +31,9 @@ def stop_server(stack, name: str, timeout_s: float) -> None:
 def store_up(stack, model: str, store: str) -> float:
     """Read the ecrs_store_up gauge of one model and store from Triton's metrics."""
     url = f"http://{LOOPBACK}:{stack.ports.triton_metrics}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    for line in text.splitlines():
-        if (
-            line.startswith(STORE_UP_METRIC + "{")
-            and f'model="{model}"' in line
-            and f'store="{store}"' in line
-        ):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no {STORE_UP_METRIC} sample for {model}/{store} at {url}")
+    value = metric_value(url, STORE_UP_METRIC, model=model, store=store)
+    assert value is not None, f"no {STORE_UP_METRIC} sample for {model}/{store} at {url}"
+    return value
 
 
 def wait_for_store_up(stack, model: str, store: str, value: float) -> None:
@@ -139,3 +132,13 @@ def test_slow_redis_is_unavailable_then_recovers(stack, loaded, client, small_da
         client.recommend(user_id=user_id, top_n=5)
     assert len(recommend_once_back(client, user_id, timeout_s=30)) == 5
     admin.close()
+
+
+def test_store_gauge_survives_a_model_reload(stack, loaded, client, small_dataset):
+    """Reloading a model at the same version starts its new instance before
+    the old one finalizes; the new instance's gauge must stay."""
+    with grpcclient.InferenceServerClient(stack.triton_grpc_url) as raw:
+        raw.load_model("user_lookup")
+    assert store_up(stack, "user_lookup", "redis") == 1.0
+    user_id = small_dataset.users[small_dataset.schema.users.id].iloc[3]
+    assert client.user(user_id).features

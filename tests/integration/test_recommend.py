@@ -96,6 +96,17 @@ def test_malformed_request_is_invalid_argument(
     assert len(client.recommend(user_id=known_user(small_dataset), top_n=2)) == 2
 
 
+def test_new_user_without_required_feature_is_invalid(client, small_dataset):
+    """The shop schema requires age and sex of a new user; the error names the
+    missing feature, and the next valid request is served."""
+    features = new_user_features(small_dataset)
+    del features["age"]
+    with pytest.raises(InvalidInputError, match=r"required feature\(s\) \['age'\]") as info:
+        client.recommend(user_features=features, top_n=3)
+    assert info.value.status == "INVALID_ARG"
+    assert len(client.recommend(user_features=new_user_features(small_dataset), top_n=3)) == 3
+
+
 def raw_infer(stack, inputs):
     with grpcclient.InferenceServerClient(stack.triton_grpc_url) as raw:
         return raw.infer("recommend_ensemble", inputs)
@@ -116,19 +127,28 @@ def test_both_user_inputs_is_invalid_argument(stack, loaded, small_dataset):
         raw_infer(stack, inputs)
     assert "INVALID_ARG" in str(info.value.status())
     assert "exactly one" in info.value.message()
+    assert_serves_after(stack, small_dataset)
 
 
-def test_non_utf8_features_are_invalid_argument(stack, loaded):
+def test_non_utf8_features_are_invalid_argument(stack, loaded, small_dataset):
     with pytest.raises(InferenceServerException) as info:
         raw_infer(stack, [bytes_input("USER_FEATURES", [b"\xff\xfe{"])])
     assert "INVALID_ARG" in str(info.value.status())
     assert "USER_FEATURES" in info.value.message()
+    assert_serves_after(stack, small_dataset)
 
 
-def test_two_user_ids_in_one_request_are_rejected(stack, loaded):
+def test_two_user_ids_in_one_request_are_rejected(stack, loaded, small_dataset):
     with pytest.raises(InferenceServerException) as info:
         raw_infer(stack, [bytes_input("USER_ID", [b"a", b"b"])])
     assert "INVALID_ARG" in str(info.value.status())
+    assert_serves_after(stack, small_dataset)
+
+
+def assert_serves_after(stack, dataset):
+    """A valid request right after a rejected one gets a full answer."""
+    result = raw_infer(stack, [bytes_input("USER_ID", [known_user(dataset).encode()])])
+    assert len(result.as_numpy("ITEM_IDS")) == 10
 
 
 @pytest.fixture()
@@ -241,6 +261,15 @@ def test_client_cli_unknown_user_one_line_error(run_client):
     assert len(lines) == 1
     assert lines[0].startswith("ecrs-client: error: NOT_FOUND: ")
     assert "'ghost'" in lines[0]
+
+
+def test_client_cli_json_error_is_json(run_client):
+    result = run_client("recommend", "--user-id", "ghost", "--json")
+    assert result.returncode == 1
+    error = json.loads(result.stdout)["error"]
+    assert error["status"] == "NOT_FOUND"
+    assert "'ghost'" in error["message"]
+    assert result.stderr.startswith("ecrs-client: error: NOT_FOUND: ")
 
 
 def test_features_change_the_recommendations(client, small_dataset):

@@ -59,6 +59,10 @@ def test_item_upsert_then_remove(
     assert "fresh-item" in client.items(["fresh-item"]).items
     assert "fresh-item" in recalled(client, user_id)
     assert client.rank(["fresh-item"], user_id=user_id).items[0][0] == "fresh-item"
+    # The next recommendation among items with its title includes it.
+    title = item_row(small_dataset, "fresh-item")["title"]
+    served = client.recommend(user_id=user_id, top_n=5, filters={"title": [title]})
+    assert "fresh-item" in {item.item_id for item in served}
 
     removed = ecrs(stack, "items", "remove", "fresh-item")
     assert removed.returncode == 0, removed.stderr

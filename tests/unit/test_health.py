@@ -58,8 +58,11 @@ def test_listener_hears_changes_only():
     assert reported == []  # up, as assumed before the first probe
     probe.down = "Redis at 127.0.0.1:1 is unavailable"
     health.probe_all()
+    probe.down = "Redis at 127.0.0.1:1 timed out"  # still down: no new report
     health.probe_all()
-    assert reported == [StoreState("redis", False, "Redis at 127.0.0.1:1 is unavailable")]
+    assert reported == [
+        StoreState("redis", False, "Redis at 127.0.0.1:1 is unavailable")
+    ]
     probe.down = ""
     health.probe_all()
     assert reported[-1] == StoreState("redis", True)

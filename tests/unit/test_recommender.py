@@ -282,3 +282,13 @@ def test_item_ids_keep_order_and_drop_repeats():
 def test_bad_item_ids_are_invalid(ids, message):
     with pytest.raises(InvalidInputError, match=message):
         parse_item_ids(ids)
+
+
+def test_missing_required_feature_is_named():
+    with pytest.raises(InvalidInputError, match=r"\['sex'\]"):
+        parse_user_features(b'{"age": "25-34"}', ["age", "sex"], required=["age", "sex"])
+    with pytest.raises(InvalidInputError, match=r"\['sex'\]"):
+        parse_user_features(b'{"age": "25-34", "sex": " "}', ["age", "sex"], required=["sex"])
+    assert parse_user_features(b'{"age": "25-34"}', ["age", "sex"], required=["age"]) == {
+        "age": "25-34"
+    }

@@ -74,6 +74,13 @@ def test_milvus_connection_error_is_unavailable():
         milvus_error(store, "Fail connecting to server on 127.0.0.1:9")
 
 
+def test_milvus_error_without_message_is_unavailable():
+    # pymilvus raises one for a call on a channel a lost connection closed.
+    store = VectorStore(StoreConfig())
+    with pytest.raises(UnavailableError, match="Milvus at"):
+        milvus_error(store, "")
+
+
 def test_other_milvus_errors_propagate():
     store = VectorStore(StoreConfig())
     with pytest.raises(MilvusException):

@@ -30,7 +30,14 @@ SHOP_SCHEMA = DatasetSchema.from_dict(
         "users": {
             "file": "users.parquet",
             "id": "user_id",
-            "features": ["age", "sex", "city_level", "province", "city", "county"],
+            "features": [
+                {"name": "age", "required": True},
+                {"name": "sex", "required": True},
+                "city_level",
+                "province",
+                "city",
+                "county",
+            ],
         },
         "items": {
             "file": "items.parquet",

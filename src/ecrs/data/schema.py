@@ -39,12 +39,17 @@ TABLE_SUFFIXES = (".parquet", ".csv")
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """One categorical feature column."""
+    """One categorical feature column.
+
+    ``required`` (user features only) makes a new user's request without a
+    value for it invalid, instead of reading the value as missing.
+    """
 
     name: str
     multi_valued: bool = False
     separator: str = "|"
     max_values: int = 1
+    required: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -73,6 +78,10 @@ class EntityTable:
     @property
     def feature_names(self) -> list[str]:
         return [spec.name for spec in self.features]
+
+    @property
+    def required_features(self) -> list[str]:
+        return [spec.name for spec in self.features if spec.required]
 
     @property
     def stored_columns(self) -> list[str]:

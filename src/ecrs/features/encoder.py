@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -234,8 +234,9 @@ class FeatureEncoder:
         if own.name != schema.name:
             differences.append(f"name {schema.name!r} instead of {own.name!r}")
         for side in ("users", "items"):
-            expected = getattr(own, side).features
-            actual = getattr(schema, side).features
+            # Whether a feature is required changes no key and no id.
+            expected = _encoding_specs(getattr(own, side).features)
+            actual = _encoding_specs(getattr(schema, side).features)
             if expected != actual:
                 differences.append(
                     f"{side} features {[f.name for f in actual]} instead of "
@@ -338,3 +339,7 @@ def _split(raw: Any, separator: str | None) -> list[str]:
     else:
         parts = str(raw).split(separator)
     return [part.strip() for part in parts if part.strip()]
+
+
+def _encoding_specs(specs: tuple[FeatureSpec, ...]) -> list[FeatureSpec]:
+    return [replace(spec, required=False) for spec in specs]

@@ -23,6 +23,10 @@ PROBE_INTERVAL_S = 1.0
 # store, 1 while the store responds to its probe and 0 while it does not.
 STORE_UP_METRIC = "ecrs_store_up"
 
+# Seconds stop() waits for a probe in progress: more than a Milvus lookup's
+# deadline (twice the 2 s store timeout) and a Redis PING's timeout together.
+STOP_TIMEOUT_S = 15.0
+
 # A probe returns when its store serves requests and raises otherwise.
 Probe = Callable[[], None]
 
@@ -36,7 +40,7 @@ class StoreState:
     error: str = ""
 
 
-# Called with every state that differs from the previous probe of its store.
+# Called with each state whose store went down or came back since its last probe.
 Listener = Callable[[StoreState], None]
 
 
@@ -69,9 +73,10 @@ class StoreHealth:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop probing; wait for a probe in progress, which its store timeout bounds."""
         self._stopped.set()
         if self._thread is not None:
-            self._thread.join(timeout=self._interval_s * 5)
+            self._thread.join(timeout=STOP_TIMEOUT_S)
 
     def ready(self) -> bool:
         """Return whether every store responded to its latest probe."""
@@ -83,11 +88,11 @@ class StoreHealth:
             return list(self._states.values())
 
     def probe_all(self) -> list[StoreState]:
-        """Probe every store once; report each state that changed."""
+        """Probe every store once; report each store that went down or came back."""
         results = [self._probe(name, probe) for name, probe in self._probes.items()]
         for state in results:
             with self._lock:
-                changed = self._states[state.store] != state
+                changed = self._states[state.store].up != state.up
                 self._states[state.store] = state
             if changed and self._listener is not None:
                 self._listener(state)

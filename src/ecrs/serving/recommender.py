@@ -9,7 +9,7 @@ with onnxruntime, so both paths share every other step.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -324,12 +324,15 @@ class Recommender:
             limit = min(limit * 4, MAX_SEARCH - len(user.seen))
 
 
-def parse_user_features(raw: bytes | str, feature_names: list[str]) -> dict[str, str]:
+def parse_user_features(
+    raw: bytes | str, feature_names: list[str], required: Sequence[str] = ()
+) -> dict[str, str]:
     """Parse and check a new user's ``USER_FEATURES`` JSON object.
 
     Every key must be a user feature of the served schema and every value a
     string or number (or null for a missing value); at least one feature must
-    be present, so that a typo cannot silently recommend for an empty profile.
+    be present, so that a typo cannot silently recommend for an empty profile,
+    and so must every ``required`` one.
     """
     parsed = parse_json_object(
         raw,
@@ -357,6 +360,13 @@ def parse_user_features(raw: bytes | str, feature_names: list[str]) -> dict[str,
     if not any(str(value).strip() for value in features.values()):
         raise InvalidInputError(
             f"{USER_FEATURES_INPUT} has no feature values; send at least one of {feature_names}",
+            input_name=USER_FEATURES_INPUT,
+        )
+    missing = [name for name in required if not features.get(name, "").strip()]
+    if missing:
+        raise InvalidInputError(
+            f"{USER_FEATURES_INPUT} has no value for the required feature(s) "
+            f"{missing}; send a value for each (got {features})",
             input_name=USER_FEATURES_INPUT,
         )
     return features
