@@ -129,20 +129,31 @@ def test_inference_doubles_input(triton):
     np.testing.assert_array_equal(infer(triton, x), x * 2)
 
 
+def settled_counts(client: triton_grpc.InferenceServerClient) -> tuple[int, int]:
+    """Return the model's counts once they stop changing.
+
+    Triton updates its statistics just after sending a response, so counts
+    read at once can lag behind the responses received.
+    """
+    deadline = time.monotonic() + 10
+    counts = model_counts(client)
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        latest = model_counts(client)
+        if latest == counts:
+            break
+        counts = latest
+    return counts
+
+
 def test_concurrent_requests_are_batched(triton):
-    inferences_before, executions_before = model_counts(triton)
+    inferences_before, executions_before = settled_counts(triton)
     inputs = [np.full((1, 3), value, dtype=np.float32) for value in range(16)]
     with ThreadPoolExecutor(max_workers=16) as pool:
         outputs = list(pool.map(lambda x: infer(triton, x), inputs))
     for x, y in zip(inputs, outputs, strict=True):
         np.testing.assert_array_equal(y, x * 2)
-    # Triton updates its statistics just after sending a response, so a
-    # count read at once can lag behind the responses received.
-    deadline = time.monotonic() + 10
-    inferences_after, executions_after = model_counts(triton)
-    while inferences_after - inferences_before < 16 and time.monotonic() < deadline:
-        time.sleep(0.1)
-        inferences_after, executions_after = model_counts(triton)
+    inferences_after, executions_after = settled_counts(triton)
     assert inferences_after - inferences_before == 16
     # Fewer model executions than requests: Triton merged some into one batch.
     assert executions_after - executions_before < 16
