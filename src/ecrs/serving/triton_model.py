@@ -161,6 +161,8 @@ class ServedVersion:
     encoder: FeatureEncoder
     collection: str
     recommender: Recommender
+    # The user tower file's modification time when the version was loaded.
+    stamp: int = 0
 
 
 # Build a version's tower or ranker function: BLS calls pinned to it.
@@ -209,14 +211,19 @@ class RecommendModel:
         model instance handles one request at a time.
         """
         self.picked_version = version
+        stamp = _stamp(self.repository, version)
         with self._lock:
-            if version not in self._versions:
-                self._versions[version] = self._load_version(version)
+            cached = self._versions.get(version)
+            # A number re-exported after a failed rollout is another model.
+            if cached is None or cached.stamp != stamp:
+                self._versions[version] = self._load_version(version, stamp)
+                if cached is not None:
+                    cached.recommender.features.client.close()
             return self._versions[version]
 
-    def _load_version(self, version: int) -> ServedVersion:
+    def _load_version(self, version: int, stamp: int) -> ServedVersion:
         folder = self.repository / USER_TOWER / str(version)
-        if not (folder / ONNX_FILE).exists():
+        if not stamp:
             raise UnavailableError(
                 f"version {version} is not in the model repository {self.repository}; "
                 "roll out or roll back to a version that is ('ecrs versions' "
@@ -236,7 +243,7 @@ class RecommendModel:
             scoring=Scoring.load(folder),
             item_tower=None if self._item_tower is None else self._item_tower(version),
         )
-        return ServedVersion(version, encoder, collection, recommender)
+        return ServedVersion(version, encoder, collection, recommender, stamp)
 
     def pointer(self) -> ServingPointer:
         """Read the serving pointer; the newest version serves until one is written."""
@@ -367,6 +374,14 @@ class RecommendModel:
         self.pointers.close()
         for served in self._versions.values():
             served.recommender.features.client.close()
+
+
+def _stamp(repository: Path, version: int) -> int:
+    """Return the modification time of ``version``'s user tower, 0 if absent."""
+    try:
+        return (repository / USER_TOWER / str(version) / ONNX_FILE).stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0
 
 
 def request_routing_key(inputs: Inputs) -> str:
