@@ -137,6 +137,12 @@ def _recommend(client: RecommendClient, args: argparse.Namespace, features: dict
     )
     if items.unknown_features:
         print(unknown_features_note(items.unknown_features, features), file=sys.stderr)
+    if items.model_version is not None:
+        print(
+            f"served by version {items.model_version} "
+            f"(collection {items.collection})",
+            file=sys.stderr,
+        )
     if args.json:
         _print_json([item.__dict__ for item in items])
     else:

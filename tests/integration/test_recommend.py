@@ -231,6 +231,7 @@ def test_known_user_is_served_with_recent_items(offline, small_dataset):
 def test_client_cli_prints_table(run_client, small_dataset):
     result = run_client("recommend", "--user-id", known_user(small_dataset), "--top-n", "3")
     assert result.returncode == 0, result.stderr
+    assert "served by version 1 (collection ecrs_items_v1)" in result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["#", "item_id", "score"]
     assert len(lines) == 2 + 3

@@ -1,10 +1,13 @@
+import shutil
+
 import pytest
 
 from ecrs.cli import main
 from ecrs.client.cli import format_table, unknown_features_note
 from ecrs.client.cli import main as client_main
 from ecrs.client.client import RecommendClient, RecommendedItem
-from ecrs.errors import ConfigError
+from ecrs.errors import ConfigError, DataError
+from ecrs.training.checkpoint import Checkpoint
 
 
 def test_generate_writes_data_set(tmp_path, capsys):
@@ -134,3 +137,37 @@ def test_client_missing_tls_file_names_it(tmp_path):
     missing = tmp_path / "ca.pem"
     with pytest.raises(ConfigError, match=f"the TLS file {missing} does not exist"):
         RecommendClient("127.0.0.1:1", root_certificates=str(missing))
+
+
+def test_rollout_of_damaged_checkpoint_names_the_step(tmp_path, capsys):
+    data = tmp_path / "shop"
+    generate = ["data", "generate", "--out", str(data), "--users", "20"]
+    assert main([*generate, "--items", "10", "--interactions", "50"]) == 0
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "two_tower.pdparams").write_bytes(b"not a paddle file")
+    code = main(
+        [
+            "--state-dir",
+            str(tmp_path / "state"),
+            "rollout",
+            "--checkpoint",
+            str(damaged),
+            "--gate-data",
+            str(data),
+        ]
+    )
+    assert code == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].startswith("ecrs: error: rollout step 'export' failed: ")
+    assert str(damaged) in error[-1]
+
+
+def test_truncated_checkpoint_weights_are_a_data_error(small_checkpoint, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(small_checkpoint, damaged)
+    weights = damaged / "two_tower.pdparams"
+    weights.write_bytes(weights.read_bytes()[:64])
+    with pytest.raises(DataError, match="cannot be read") as info:
+        Checkpoint.load(damaged)
+    assert str(weights) in str(info.value)

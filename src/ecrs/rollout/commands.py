@@ -9,7 +9,12 @@ from contextlib import contextmanager
 
 from ecrs.config import StackConfig
 from ecrs.data.dataset import Dataset
-from ecrs.rollout.rollout import RolloutReport, RolloutSettings, VersionManager
+from ecrs.rollout.rollout import (
+    RolloutReport,
+    RolloutSettings,
+    VersionManager,
+    run_step,
+)
 from ecrs.rollout.status import format_statuses, version_statuses
 from ecrs.stack import running
 from ecrs.training.checkpoint import Checkpoint
@@ -17,7 +22,8 @@ from ecrs.training.checkpoint import Checkpoint
 
 def roll_out(args: argparse.Namespace, stack: StackConfig) -> int:
     gate_data = Dataset.load(args.gate_data)
-    checkpoint = Checkpoint.load(args.checkpoint)
+    # A checkpoint that cannot be read fails the export step, by name.
+    checkpoint = run_step("export", lambda: Checkpoint.load(args.checkpoint))
     with _manager(args, stack) as manager:
         report = manager.roll_out(checkpoint, gate_data, canary_share=args.canary)
     _print_report(report)
@@ -73,6 +79,5 @@ def _print_report(report: RolloutReport) -> None:
             "or end it with 'ecrs rollback'"
         )
     if report.removed:
-        print(
-            f"removed versions {', '.join(map(str, report.removed))} and their collections"
-        )
+        removed = ", ".join(map(str, report.removed))
+        print(f"removed the folders and collections of versions: {removed}")

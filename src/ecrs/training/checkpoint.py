@@ -71,9 +71,9 @@ class Checkpoint:
             _tower_config(sizes["item"]),
             **({"temperature": sizes["temperature"]} if "temperature" in sizes else {}),
         )
-        two_tower.set_state_dict(paddle.load(str(folder / f"{TWO_TOWER}.pdparams")))
+        two_tower.set_state_dict(_load_weights(folder / f"{TWO_TOWER}.pdparams"))
         deepfm = DeepFM(_deepfm_config(_read_json(folder / f"{DEEPFM}.json")))
-        deepfm.set_state_dict(paddle.load(str(folder / f"{DEEPFM}.pdparams")))
+        deepfm.set_state_dict(_load_weights(folder / f"{DEEPFM}.pdparams"))
         two_tower.eval()
         deepfm.eval()
         metrics_path = folder / "metrics.json"
@@ -99,3 +99,14 @@ def _write_json(path: Path, value: Any) -> None:
 
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _load_weights(path: Path) -> dict:
+    """Read a ``.pdparams`` file; a damaged or truncated one raises DataError."""
+    try:
+        return paddle.load(str(path))
+    except Exception as exc:  # paddle 3.3 raises ValueError for a truncated file
+        raise DataError(
+            f"checkpoint file {path} cannot be read ({exc}); write the checkpoint "
+            "again with 'ecrs train'"
+        ) from exc
