@@ -146,7 +146,7 @@ def test_two_user_ids_in_one_request_are_rejected(stack, loaded, small_dataset):
 
 
 def assert_serves_after(stack, dataset):
-    """A valid request right after a rejected one gets a full answer."""
+    """A valid request right after a rejected one gets a full response."""
     result = raw_infer(stack, [bytes_input("USER_ID", [known_user(dataset).encode()])])
     assert len(result.as_numpy("ITEM_IDS")) == 10
 

@@ -186,6 +186,7 @@ def test_canary_gets_its_share_and_keeps_users(
             client.recommend(user_features=features, top_n=1).model_version
             for _ in range(5)
         }
+
     share = Counter(first.values())[canary] / len(users)
     # 300 users at 10%: the standard deviation is 0.017, so 0.04 to 0.16 is
     # about 3.5 of them either way.
@@ -197,6 +198,7 @@ def test_canary_gets_its_share_and_keeps_users(
         assert metric(rollout_stack, "ecrs_request_success", version) > 0
         assert metric(rollout_stack, "ecrs_request_duration_us", version) > 0
         assert metric(rollout_stack, "ecrs_request_failure", version) == 0
+
     with Traffic(rollout_stack.triton_grpc_url, small_dataset) as traffic:
         promoted = manager.promote()
     assert promoted.pointer.version == canary

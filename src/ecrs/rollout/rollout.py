@@ -10,9 +10,9 @@ it was, unloads the candidate and removes its folders and collection:
 4. warm-up: requests pinned to version N through every Python model;
 5. quality gate: the candidate against the serving version on held-out
    users, refused when worse by more than the margin unless forced;
-6. switch: one write of the serving pointer (or, for a canary, its canary
-   fields); then the old version drains and Triton unloads it, and folders
-   and collections beyond the kept count are removed.
+6. switch: one write of the serving pointer, or of its canary fields for a
+   canary. The old version then drains and Triton unloads it. Folders and
+   collections beyond the kept count are removed.
 """
 
 from __future__ import annotations

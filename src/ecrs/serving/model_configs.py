@@ -31,9 +31,9 @@ def live_versions(served: Path) -> list[int]:
 def set_live_versions(served: Path, versions: list[int]) -> None:
     """Make every ONNX model's served config load exactly ``versions``.
 
-    Triton reads the list when a model is loaded (again), so a load through
-    the repository API then adds and removes versions; versions in both the
-    old and the new list keep serving meanwhile.
+    Triton reads the list whenever a model is loaded, so a load through the
+    repository API then adds and removes versions. Versions in both the old
+    and the new list keep serving meanwhile.
     """
     for name in ONNX_MODELS:
         path = Path(served) / name / CONFIG_FILE

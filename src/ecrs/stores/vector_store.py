@@ -67,8 +67,8 @@ class Index:
 def filter_columns(items: EntityTable) -> list[str]:
     """Return the item features a collection stores for search expressions.
 
-    Multi-valued features stay out, because a VARCHAR field stores one value;
-    so does a column whose name Milvus rejects as a field name or that
+    Multi-valued features stay out, because a VARCHAR field stores one value.
+    So does a column whose name Milvus rejects as a field name or that
     collides with the id or vector field.
     """
     return [
