@@ -272,11 +272,11 @@ def test_changes_during_the_copy_reach_the_new_collection(
     template = {key: str(value) for key, value in catalogue.iloc[6].items()}
     replay = rollout_vectors.replay_changes
 
-    def change_then_replay(models, store, vectors, name, after):
+    def change_then_replay(models, store, vectors, name, after, stored):
         features.write(ITEM, ["late-item"], [template])
         features.delete(features.key(ITEM, removed))
         features.record_item_changes(["late-item", removed])
-        return replay(models, store, vectors, name, after)
+        return replay(models, store, vectors, name, after, stored)
 
     monkeypatch.setattr(rollout_vectors, "replay_changes", change_then_replay)
     report = manager.roll_out(

@@ -17,6 +17,7 @@ it was, unloads the candidate and removes its folders and collection:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import time
@@ -34,19 +35,22 @@ from ecrs.config import StoreConfig
 from ecrs.data.dataset import Dataset
 from ecrs.errors import EcrsError, RolloutError
 from ecrs.export.repository import export_checkpoint
+from ecrs.features.encoder import FeatureEncoder
 from ecrs.rollout.gate import GateMetrics, held_out_targets, measure
 from ecrs.rollout.vectors import build_collection
 from ecrs.serving.layout import ONNX_MODELS, USER_TOWER, latest_version, list_versions
 from ecrs.serving.model_configs import live_versions, set_live_versions
 from ecrs.serving.onnx_models import OnnxModels
 from ecrs.serving.versions import PointerStore, ServingPointer
-from ecrs.stores.feature_store import FeatureStore
+from ecrs.stores.feature_store import USER, FeatureStore
 from ecrs.stores.vector_store import VectorStore
 from ecrs.training.checkpoint import Checkpoint
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# Stored users whose requests warm a version up.
+WARM_UP_USERS = 8
 # Seconds to stop polling a drained version's request count.
 DRAIN_TIMEOUT_S = 60.0
 
@@ -243,17 +247,11 @@ class VersionManager:
             )
 
     def _sample_users(self) -> list[str]:
-        models = OnnxModels(self.repository, self.current().version)
-        features = FeatureStore(self.stores, models.encoder.schema.name)
+        folder = self.repository / USER_TOWER / str(self.current().version)
+        schema = FeatureEncoder.load(folder).schema
+        features = FeatureStore(self.stores, schema.name)
         try:
-            prefix = len(features.key("user", ""))
-            keys = features.client.scan_iter(features.key("user", "*"), count=100)
-            users = []
-            for key in keys:
-                users.append((key.decode() if isinstance(key, bytes) else key)[prefix:])
-                if len(users) == 8:
-                    break
-            return users
+            return list(itertools.islice(features.ids(USER), WARM_UP_USERS))
         finally:
             features.client.close()
 

@@ -12,7 +12,7 @@ import json
 import logging
 
 from ecrs.serving.onnx_models import OnnxModels
-from ecrs.stores.feature_store import FeatureStore
+from ecrs.stores.feature_store import ITEM, FeatureStore
 from ecrs.stores.vector_store import Index, VectorStore, filter_columns
 
 logger = logging.getLogger(__name__)
@@ -29,17 +29,19 @@ def build_collection(
     stored item; return its name and row count once searchable."""
     name = vectors.collection(models.version)
     start = features.last_item_change()
-    item_ids = sorted(features.item_ids())
+    item_ids = sorted(features.ids(ITEM))
     vectors.create(
         name,
         models.dim,
         Index.for_size(len(item_ids)),
         filter_columns(models.encoder.schema.items),
     )
+    stored = set()
     for offset in range(0, len(item_ids), BATCH):
-        write_items(models, features, vectors, name, item_ids[offset : offset + BATCH])
-    replay_changes(models, features, vectors, name, start)
-    count = vectors.finish(name, sum(1 for _ in features.item_ids()))
+        batch = item_ids[offset : offset + BATCH]
+        stored.update(write_items(models, features, vectors, name, batch))
+    replay_changes(models, features, vectors, name, start, stored)
+    count = vectors.finish(name, len(stored))
     logger.info("filled %s with %d item vectors", name, count)
     return name, count
 
@@ -50,14 +52,18 @@ def replay_changes(
     vectors: VectorStore,
     name: str,
     after: str,
+    stored: set[str],
 ) -> str:
     """Apply the item changes recorded after stream entry ``after`` to ``name``
-    until none are left; return the last entry applied."""
+    until none are left, keeping ``stored`` (the ids in ``name``) current;
+    return the last entry applied."""
     for _ in range(MAX_REPLAY_ROUNDS):
         changed, after = features.item_changes_since(after)
         if not changed:
             return after
-        write_items(models, features, vectors, name, changed)
+        written = write_items(models, features, vectors, name, changed)
+        stored.difference_update(changed)
+        stored.update(written)
         logger.info("replayed %d item changes into %s", len(changed), name)
     return after
 
@@ -68,15 +74,17 @@ def write_items(
     vectors: VectorStore,
     name: str,
     item_ids: list[str],
-) -> None:
-    """Write the vectors of the items Redis has, and delete the others."""
+) -> list[str]:
+    """Write the vectors of the items Redis has, delete the others, and
+    return the ids written."""
     stored = features.get_items_raw(item_ids)
     present = [(item_id, raw) for item_id, raw in zip(item_ids, stored) if raw]
     absent = [item_id for item_id, raw in zip(item_ids, stored) if not raw]
+    ids = [item_id for item_id, _ in present]
     if present:
-        ids = [item_id for item_id, _ in present]
         records = [json.loads(raw) for _, raw in present]
         rows = models.encoder.encode_items(ids, records)
         vectors.write(name, ids, models.item_tower(rows), replace=True, records=records)
     if absent:
         vectors.delete(name, absent)
+    return ids

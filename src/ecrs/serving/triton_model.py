@@ -257,7 +257,7 @@ class RecommendModel:
         requested = inputs.get(MODEL_VERSION_INPUT)
         if requested is not None:
             version = parse_count(requested, MODEL_VERSION_INPUT, 1, 2**31 - 1)
-            if not (self.repository / USER_TOWER / str(version) / ONNX_FILE).exists():
+            if not _stamp(self.repository, version):
                 raise InvalidInputError(
                     f"{MODEL_VERSION_INPUT} {version} is not in the model repository; "
                     "send a version that 'ecrs versions' lists, or leave it out",

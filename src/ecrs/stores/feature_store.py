@@ -172,11 +172,11 @@ class FeatureStore:
                 ids[item_id] = None
         return list(ids), after
 
-    def item_ids(self) -> Iterator[str]:
-        """Yield every stored item id (every primary node's, in a cluster)."""
-        start = len(self.key(ITEM, ""))
-        with self._errors("list the items"):
-            for key in self.client.scan_iter(self.key(ITEM, "*"), count=1000):
+    def ids(self, kind: str) -> Iterator[str]:
+        """Yield every stored user or item id (every primary node's, in a cluster)."""
+        start = len(self.key(kind, ""))
+        with self._errors(f"list the {kind}s"):
+            for key in self.client.scan_iter(self.key(kind, "*"), count=1000):
                 yield _text(key)[start:]
 
     def count(self, kind: str) -> int:
