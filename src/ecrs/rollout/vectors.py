@@ -77,9 +77,9 @@ def write_items(
 ) -> list[str]:
     """Write the vectors of the items Redis has, delete the others, and
     return the ids written."""
-    stored = features.get_items_raw(item_ids)
-    present = [(item_id, raw) for item_id, raw in zip(item_ids, stored) if raw]
-    absent = [item_id for item_id, raw in zip(item_ids, stored) if not raw]
+    raw_records = features.get_items_raw(item_ids)
+    present = [(item_id, raw) for item_id, raw in zip(item_ids, raw_records) if raw]
+    absent = [item_id for item_id, raw in zip(item_ids, raw_records) if not raw]
     ids = [item_id for item_id, _ in present]
     if present:
         records = [json.loads(raw) for _, raw in present]
