@@ -4,8 +4,8 @@
 ``user_lookup``, ``item_lookup``, ``recall_candidates`` and ``rank_items``.
 
 Server errors come back as ECRS exceptions: NOT_FOUND as ``NotFoundError``,
-INVALID_ARGUMENT as ``InvalidInputError``, an unreachable server or an
-UNAVAILABLE store as ``UnavailableError``.
+INVALID_ARGUMENT as ``InvalidInputError``, an unreachable server, a model
+Triton has not loaded or an UNAVAILABLE store as ``UnavailableError``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,14 @@ from ecrs.errors import (
 )
 
 DEFAULT_URL = "127.0.0.1:8001"
+# Maximum wait between two reconnection attempts. gRPC's default grows to
+# 120 s, and all channels of a process to one address share it, so a client
+# that saw Triton down for a minute kept failing for many seconds after
+# Triton was back (measured: 4 s after a 40 s outage, up to two minutes).
+MAX_RECONNECT_BACKOFF_MS = 1000
+# Text in Triton's NOT_FOUND message for a model it has not loaded, such as
+# while it starts, stops or unloads the model.
+UNKNOWN_MODEL = "Request for unknown model"
 MODEL_NAME = "recommend_ensemble"
 OUTPUT_NAMES = (
     "ITEM_IDS",
@@ -126,6 +134,7 @@ class RecommendClient:
                 )
         self._client = grpcclient.InferenceServerClient(
             url=url,
+            channel_args=channel_args(),
             ssl=any(files),
             root_certificates=root_certificates,
             private_key=private_key,
@@ -254,6 +263,23 @@ class RecommendClient:
         self.close()
 
 
+def channel_args() -> list[tuple[str, int]]:
+    """Return tritonclient's default gRPC channel arguments with the
+    reconnection backoff bounded by ``MAX_RECONNECT_BACKOFF_MS``."""
+    unlimited = 2**31 - 1
+    return [
+        ("grpc.max_send_message_length", unlimited),
+        ("grpc.max_receive_message_length", unlimited),
+        ("grpc.keepalive_time_ms", unlimited),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", False),
+        ("grpc.http2.max_pings_without_data", 2),
+        ("grpc.initial_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS // 2),
+        ("grpc.min_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS // 2),
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+    ]
+
+
 def request_inputs(
     *,
     user_id: str | None,
@@ -341,6 +367,14 @@ def server_error(exc: InferenceServerException, url: str) -> EcrsError:
     """Map a tritonclient exception to the matching ECRS exception."""
     status = str(exc.status() or "")
     message = exc.message() or str(exc)
+    if "NOT_FOUND" in status and UNKNOWN_MODEL in message:
+        return UnavailableError(
+            f"Triton at {url} has not loaded the model: {message}; retry in a "
+            "few seconds if Triton is starting or stopping or the model is "
+            "reloading, else check that the model is in Triton's repository "
+            "and the stack runs ('ecrs stack status')",
+            service="triton",
+        )
     if "NOT_FOUND" in status:
         return NotFoundError(message, kind="user", id="")
     if "INVALID_ARGUMENT" in status:

@@ -24,6 +24,8 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 from ecrs import commands
 from ecrs.config import Ports, StackConfig, default_state_dir
 from ecrs.errors import EcrsError
+from ecrs.faults import command as fault_command
+from ecrs.faults.command import parse_duration
 from ecrs.rollout import commands as rollout_commands
 from ecrs.stores.loader import LOAD_BATCH
 
@@ -48,7 +50,44 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stack_commands(subparsers)
     _add_rollout_commands(subparsers)
     _add_main_command(subparsers)
+    _add_benchmark_command(subparsers)
+    _add_faults_command(subparsers)
     return parser
+
+
+def _add_faults_command(subparsers: argparse._SubParsersAction) -> None:
+    faults = subparsers.add_parser(
+        "faults",
+        help="run the fault suite: soak, dependency kills, slow Redis, full restart",
+        description=(
+            "Build a private stack in <state-dir>/faults (generated shop data, small "
+            "models, free loopback ports), then keep requests flowing at the given "
+            "concurrency through a soak with catalogue changes, a kill -9 and restart "
+            "of Redis and of Milvus, a kill -9 of one model's stub, a paused Redis "
+            "and a restart of the whole stack. Exits with 1 when a bound is missed."
+        ),
+    )
+    faults.add_argument(
+        "--duration",
+        type=parse_duration,
+        default=None,
+        help="length of the soak, such as 30m or 180s (default 30m, or 3m with --short)",
+    )
+    faults.add_argument(
+        "--short",
+        action="store_true",
+        help="the CI version: a 3-minute soak and shorter observation windows",
+    )
+    faults.add_argument(
+        "--concurrency", type=_positive_int, default=8, help="requests in flight (default 8)"
+    )
+    faults.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="write this Markdown page, with a JSON copy and a PNG beside it",
+    )
+    faults.set_defaults(handler=fault_command.run_faults)
 
 
 def _add_rollout_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -322,6 +361,93 @@ def _add_main_command(subparsers: argparse._SubParsersAction) -> None:
     main.set_defaults(handler=commands.run_main_job)
 
 
+def _add_benchmark_command(subparsers: argparse._SubParsersAction) -> None:
+    benchmark = subparsers.add_parser(
+        "benchmark",
+        help="measure serving latency and throughput with perf_analyzer",
+        description=(
+            "For each catalogue size: generate shop data, train, export, start a "
+            "private stack on free loopback ports, load it, choose the vector "
+            "index by measurement, then measure recommend_ensemble with "
+            "perf_analyzer over gRPC and a reference pipeline without Triton, "
+            "at each concurrency."
+        ),
+    )
+    benchmark.add_argument(
+        "--items",
+        type=_int_list,
+        default=(10_000, 100_000),
+        help="catalogue sizes in items, comma-separated (default 10000,100000)",
+    )
+    benchmark.add_argument(
+        "--concurrency",
+        type=_int_list,
+        default=(1, 2, 4, 8, 16),
+        help="concurrent requests to measure, comma-separated (default 1,2,4,8,16)",
+    )
+    benchmark.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="write a Markdown page here, with a JSON copy and a PNG plot beside it",
+    )
+    benchmark.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="folder for catalogues and stacks, reused across runs "
+        "(default: <state-dir>/benchmark)",
+    )
+    benchmark.add_argument(
+        "--users",
+        type=_positive_int,
+        default=10_000,
+        help="users per catalogue (default 10000)",
+    )
+    benchmark.add_argument(
+        "--interactions",
+        type=_positive_int,
+        default=100_000,
+        help="interactions per catalogue (default 100000)",
+    )
+    benchmark.add_argument(
+        "--dim", type=_positive_int, default=64, help="vector dimension (default 64)"
+    )
+    benchmark.add_argument(
+        "--requests",
+        type=_positive_int,
+        default=1000,
+        help="distinct requests in the input data (default 1000)",
+    )
+    benchmark.add_argument(
+        "--measurement-ms",
+        type=_positive_int,
+        default=5000,
+        help="perf_analyzer's measurement window in milliseconds (default 5000)",
+    )
+    benchmark.add_argument(
+        "--reference-seconds",
+        type=float,
+        default=5.0,
+        help="seconds the reference pipeline runs per concurrency (default 5)",
+    )
+    benchmark.add_argument(
+        "--ann-queries",
+        type=_positive_int,
+        default=200,
+        help="user vectors per index configuration in the recall study (default 200)",
+    )
+    benchmark.add_argument(
+        "--levers",
+        type=_int_list,
+        default=(),
+        help="catalogue sizes on which to measure each serving lever alone "
+        "(item cache, dynamic batching, instance counts) at concurrency 1 and 8",
+    )
+    benchmark.add_argument("--seed", type=int, default=0, help="random seed")
+    benchmark.set_defaults(handler=commands.run_benchmark)
+
+
 def _add_update_commands(subparsers: argparse._SubParsersAction) -> None:
     """Online changes to the running stack's stores: items, users and events."""
     items = subparsers.add_parser(
@@ -428,6 +554,14 @@ def _share(text: str) -> float:
 
 def _positive_int(text: str) -> int:
     return _integer(text, 1)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    """Parse a comma-separated list of positive integers, such as 1,2,4."""
+    values = tuple(_positive_int(part.strip()) for part in text.split(",") if part.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"{text!r} has no values; pass a list such as 1,2,4")
+    return values
 
 
 def _non_negative_int(text: str) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -156,6 +156,9 @@ def upsert_items(args: argparse.Namespace, stack: StackConfig) -> int:
 def remove_items(args: argparse.Namespace, stack: StackConfig) -> int:
     with _updater(stack) as updater:
         change = updater.remove_items(args.item_ids)
+    if change.missing:
+        missing = ", ".join(change.missing)
+        print(f"ecrs: warning: not stored, so nothing to remove: {missing}", file=sys.stderr)
     print(
         f"removed {change.items} items from Redis and {', '.join(change.collections)}; "
         "serving no longer returns them"
@@ -295,6 +298,81 @@ def stop_servers(args: argparse.Namespace, stack: StackConfig) -> int:
 def show_status(args: argparse.Namespace, stack: StackConfig) -> int:
     print(running.format_status(stack.state_dir))
     return 0
+
+
+def run_benchmark(args: argparse.Namespace, stack: StackConfig) -> int:
+    from ecrs.benchmark.perf import PerfSettings, perf_analyzer_env, perf_analyzer_path
+    from ecrs.benchmark.report import report_paths, write_report
+    from ecrs.benchmark.run import BenchmarkSettings, run_benchmark as measure
+
+    if args.report is not None:
+        report_paths(args.report)
+        check_report_folder(args.report)
+    # Fail before the long steps when perf_analyzer cannot run.
+    perf_analyzer_path()
+    perf_analyzer_env()
+    if args.reference_seconds <= 0:
+        raise ConfigError(
+            f"--reference-seconds is {args.reference_seconds}; pass a positive number"
+        )
+    check_benchmark_sizes(args.items, args.levers)
+    settings = BenchmarkSettings(
+        sizes=args.items,
+        concurrencies=args.concurrency,
+        work_dir=(args.work_dir or stack.state_dir / "benchmark").resolve(),
+        users=args.users,
+        interactions=args.interactions,
+        dim=args.dim,
+        requests=args.requests,
+        perf=PerfSettings(measurement_ms=args.measurement_ms),
+        reference_seconds=args.reference_seconds,
+        ann_queries=args.ann_queries,
+        seed=args.seed,
+        lever_sizes=args.levers,
+    )
+    def write_so_far(run: dict) -> None:
+        if args.report is not None:
+            written = write_report(run, args.report)
+            logger.info("wrote the figures so far to %s", ", ".join(map(str, written)))
+
+    run = measure(settings, on_size=write_so_far)
+    print(format_benchmark(run))
+    if args.report is not None:
+        for path in write_report(run, args.report):
+            print(f"wrote {path}")
+    return 0
+
+
+def check_benchmark_sizes(items: Sequence[int], levers: Sequence[int]) -> None:
+    """Reject a size given twice and lever sizes that are not measured."""
+    repeated = sorted({size for size in items if list(items).count(size) > 1})
+    if repeated:
+        raise ConfigError(
+            f"--items lists {', '.join(map(str, repeated))} more than once; "
+            "give each catalogue size once"
+        )
+    unmeasured = [size for size in levers if size not in items]
+    if unmeasured:
+        raise ConfigError(
+            f"--levers {', '.join(map(str, unmeasured))} is not among --items "
+            f"{','.join(map(str, items))}; add it to --items or leave it out"
+        )
+
+
+def format_benchmark(run: dict) -> str:
+    """Format a benchmark run for the terminal: a line per size and concurrency."""
+    lines = []
+    for size in run["sizes"]:
+        reference = {row["concurrency"]: row for row in size["reference"]}
+        for row in size["triton"]:
+            ref = reference.get(row["concurrency"], {})
+            lines.append(
+                f"{size['items']:>9,} items, concurrency {row['concurrency']:>2}: "
+                f"Triton {row['throughput']:6.0f} req/s p50 {row['p50_ms']:6.2f} ms "
+                f"p99 {row['p99_ms']:6.2f} ms | reference "
+                f"{ref.get('throughput', 0):6.0f} req/s p50 {ref.get('p50_ms', 0):6.2f} ms"
+            )
+    return "\n".join(lines)
 
 
 def run_main_job(args: argparse.Namespace, stack: StackConfig) -> int:

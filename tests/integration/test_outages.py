@@ -11,7 +11,7 @@ import redis
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from ecrs.client.metrics import metric_value
+from ecrs.client.metrics import metric_values
 from ecrs.errors import UnavailableError
 from ecrs.serving.health import STORE_UP_METRIC
 from ecrs.stack.launcher import stack_status, start_stack
@@ -28,20 +28,26 @@ def stop_server(stack, name: str, timeout_s: float) -> None:
     assert stop_process(name, server.pid, None, timeout_s=timeout_s)
 
 
-def store_up(stack, model: str, store: str) -> float:
-    """Read the ecrs_store_up gauge of one model and store from Triton's metrics."""
+def store_up(stack, model: str, store: str) -> set[float]:
+    """Read the ecrs_store_up gauge of every instance of one model for one store."""
     url = f"http://{LOOPBACK}:{stack.ports.triton_metrics}/metrics"
-    value = metric_value(url, STORE_UP_METRIC, model=model, store=store)
-    assert value is not None, f"no {STORE_UP_METRIC} sample for {model}/{store} at {url}"
-    return value
+    values = metric_values(url, STORE_UP_METRIC, model=model, store=store)
+    assert values, f"no {STORE_UP_METRIC} sample for {model}/{store} at {url}"
+    return set(values)
 
 
 def wait_for_store_up(stack, model: str, store: str, value: float) -> None:
-    """Poll the gauge until it shows ``value``; the probes run every second."""
+    """Poll the gauge until every instance shows ``value``.
+
+    Each instance probes on its own thread every second, so for up to a
+    round after one instance sees a store come back, another may still
+    reject requests with UNAVAILABLE.
+    """
     deadline = time.monotonic() + 30
-    while store_up(stack, model, store) != value:
+    while (seen := store_up(stack, model, store)) != {value}:
         assert time.monotonic() < deadline, (
-            f"{STORE_UP_METRIC} of {model}/{store} did not become {value} in 30 s"
+            f"{STORE_UP_METRIC} of {model}/{store} did not become {value} on "
+            f"every instance in 30 s: {sorted(seen)}"
         )
         time.sleep(0.5)
 
@@ -63,13 +69,13 @@ def test_redis_outage_is_unavailable_then_recovers(
 ):
     user_id = small_dataset.users[small_dataset.schema.users.id].iloc[0]
     before = [item.item_id for item in client.recommend(user_id=user_id, top_n=5)]
-    assert store_up(stack, "recommend_ensemble", "redis") == 1.0
+    assert store_up(stack, "recommend_ensemble", "redis") == {1.0}
     stop_server(stack, "redis", timeout_s=30)
     try:
         # Every model that reads Redis reports it down, lookups included.
         for model in ("recommend_ensemble", "user_lookup", "rank_items"):
             wait_for_store_up(stack, model, "redis", 0.0)
-        assert store_up(stack, "recommend_ensemble", "milvus") == 1.0
+        assert store_up(stack, "recommend_ensemble", "milvus") == {1.0}
         with pytest.raises(UnavailableError, match="Redis at"):
             client.recommend(user_id=user_id, top_n=5)
         with grpcclient.InferenceServerClient(stack.triton_grpc_url) as raw:
@@ -81,7 +87,8 @@ def test_redis_outage_is_unavailable_then_recovers(
     finally:
         start_stack(stack, services=("redis",))
     after = recommend_once_back(client, user_id, timeout_s=30)
-    wait_for_store_up(stack, "recommend_ensemble", "redis", 1.0)
+    for model in ("recommend_ensemble", "user_lookup", "rank_items"):
+        wait_for_store_up(stack, model, "redis", 1.0)
     # The append-only file kept every user and item across the restart.
     assert after == before
 
@@ -120,7 +127,8 @@ def test_milvus_outage_is_unavailable_then_recovers(
     finally:
         start_stack(stack, services=("milvus",))
     assert recommend_once_back(client, user_id, timeout_s=120) == before
-    wait_for_store_up(stack, "recommend_ensemble", "milvus", 1.0)
+    for model in ("recommend_ensemble", "recall_candidates"):
+        wait_for_store_up(stack, model, "milvus", 1.0)
 
 
 def test_slow_redis_is_unavailable_then_recovers(stack, loaded, client, small_dataset):
@@ -132,6 +140,8 @@ def test_slow_redis_is_unavailable_then_recovers(stack, loaded, client, small_da
         client.recommend(user_id=user_id, top_n=5)
     assert len(recommend_once_back(client, user_id, timeout_s=30)) == 5
     admin.close()
+    for model in ("recommend_ensemble", "user_lookup", "rank_items"):
+        wait_for_store_up(stack, model, "redis", 1.0)
 
 
 def test_store_gauge_survives_a_model_reload(stack, loaded, client, small_dataset):
@@ -139,6 +149,6 @@ def test_store_gauge_survives_a_model_reload(stack, loaded, client, small_datase
     the old one finalizes; the new instance's gauge must stay."""
     with grpcclient.InferenceServerClient(stack.triton_grpc_url) as raw:
         raw.load_model("user_lookup")
-    assert store_up(stack, "user_lookup", "redis") == 1.0
+    assert store_up(stack, "user_lookup", "redis") == {1.0}
     user_id = small_dataset.users[small_dataset.schema.users.id].iloc[3]
     assert client.user(user_id).features

@@ -64,8 +64,10 @@ def test_item_upsert_then_remove(
     served = client.recommend(user_id=user_id, top_n=5, filters={"title": [title]})
     assert "fresh-item" in {item.item_id for item in served}
 
-    removed = ecrs(stack, "items", "remove", "fresh-item")
+    removed = ecrs(stack, "items", "remove", "fresh-item", "never-stored")
     assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.startswith("removed 1 items")
+    assert "not stored, so nothing to remove: never-stored" in removed.stderr
     assert client.items(["fresh-item"]).missing == ["fresh-item"]
     assert "fresh-item" not in recalled(client, user_id)
     for _ in range(3):
@@ -134,3 +136,29 @@ def test_update_files_with_bad_columns_are_rejected(stack, loaded, tmp_path):
     result = ecrs(stack, "events", "record", "--file", str(bad_events))
     assert result.returncode == 1
     assert "not integer seconds on lines [2]" in result.stderr
+
+
+def test_events_of_unknown_users_or_items_are_rejected(
+    stack, loaded, small_dataset, tmp_path
+):
+    known_user = str(small_dataset.users.iloc[2][small_dataset.schema.users.id])
+    known_item = str(small_dataset.items.iloc[2][small_dataset.schema.items.id])
+    features = FeatureStore(stack.stores, small_dataset.schema.name)
+    history_key = features.key(INTERACTIONS, known_user)
+    history = features.client.zrange(history_key, 0, -1, withscores=True)
+    cases = {
+        "user": [("ghost-user", known_item), (known_user, known_item)],
+        "item": [(known_user, known_item), (known_user, "ghost-item")],
+    }
+    for kind, rows in cases.items():
+        events = write_csv(
+            tmp_path / f"{kind}-events.csv",
+            [{"user_id": u, "item_id": i, "timestamp": 1_700_000_000} for u, i in rows],
+        )
+        result = ecrs(stack, "events", "record", "--file", str(events))
+        assert result.returncode == 1
+        assert f"1 {kind} ids of the events are not stored: ghost-{kind}" in result.stderr
+        assert "no event was recorded" in result.stderr
+    # Neither file wrote anything: not the known pairs, not an orphan history.
+    assert features.client.zrange(history_key, 0, -1, withscores=True) == history
+    assert features.client.exists(features.key(INTERACTIONS, "ghost-user")) == 0

@@ -5,7 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from ecrs.data.dataset import Dataset
+from ecrs.data.dataset import Dataset, read_table
+from ecrs.data.generate import generate_shop_dataset
 from ecrs.data.schema import DatasetSchema
 from ecrs.errors import DataError
 
@@ -147,3 +148,27 @@ def test_load_unknown_suffix_raises(tmp_path):
 
     with pytest.raises(DataError, match=r"suffix '\.xlsx'"):
         Dataset.load(tmp_path)
+
+
+def test_truncated_table_is_a_data_error(tmp_path):
+    """A table cut short (a writer killed halfway) raises DataError naming
+    the file, not pyarrow's ArrowInvalid."""
+    path = tmp_path / "users.parquet"
+    pd.DataFrame({"user_id": ["u1", "u2"]}).to_parquet(path, index=False)
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(DataError, match="users.parquet is not a readable parquet file"):
+        read_table(path)
+
+
+def test_save_replaces_files_and_leaves_no_partial_files(tmp_path):
+    folder = tmp_path / "shop"
+    generate_shop_dataset(num_users=20, num_items=10, num_interactions=50, seed=1).save(
+        folder
+    )
+    (folder / ".users.1.partial.parquet").write_bytes(b"left by a killed save")
+    dataset = generate_shop_dataset(
+        num_users=30, num_items=10, num_interactions=50, seed=2
+    )
+    dataset.save(folder)
+    assert len(Dataset.load(folder).users) == 30
+    assert [path.name for path in folder.iterdir() if path.name.startswith(".")] == []

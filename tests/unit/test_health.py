@@ -88,3 +88,17 @@ def test_background_thread_follows_store():
     assert calls >= 2
     threading.Event().wait(0.05)
     assert probe.calls == calls  # stopped: no more probes
+
+
+def test_down_lists_failed_stores_until_they_recover():
+    redis, milvus = SwitchableProbe(), SwitchableProbe()
+    health = StoreHealth({"redis": redis, "milvus": milvus})
+    health.probe_all()
+    assert health.down() == []
+    redis.down = "Redis at 127.0.0.1:1 is unavailable"
+    health.probe_all()
+    assert [state.store for state in health.down()] == ["redis"]
+    assert health.down()[0].error == "Redis at 127.0.0.1:1 is unavailable"
+    redis.down = ""
+    health.probe_all()
+    assert health.down() == []

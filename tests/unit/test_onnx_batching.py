@@ -239,6 +239,42 @@ def test_build_runner_runs_onnx_model(tmp_path):
     np.testing.assert_array_equal(results[1]["y"], rows(2, -2.0))
 
 
+def save_lookup_model(path: Path) -> Path:
+    """Save an embedding lookup over a table of 3 rows: ids 0 to 2 are valid."""
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 1])
+    vectors = helper.make_tensor_value_info(
+        "vectors", TensorProto.FLOAT, ["batch", 1, 2]
+    )
+    table = helper.make_tensor("table", TensorProto.FLOAT, [3, 2], [0.5] * 6)
+    node = helper.make_node("Gather", ["table", "ids"], ["vectors"])
+    graph = helper.make_graph([node], "lookup", [ids], [vectors], [table])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_build_runner_rejects_out_of_range_id(tmp_path):
+    """An id outside the embedding table fails its own request as invalid
+    input, not as an internal error, and the valid request in the same
+    batch still gets its vectors."""
+    config = {
+        "name": "lookup",
+        "max_batch_size": 8,
+        "input": [{"name": "ids", "data_type": "TYPE_INT64", "dims": ["1"]}],
+        "output": [{"name": "vectors", "data_type": "TYPE_FP32", "dims": ["1", "2"]}],
+    }
+    session = open_session(save_lookup_model(tmp_path / "model.onnx"))
+    invalid_argument = onnxruntime.capi.onnxruntime_pybind11_state.InvalidArgument
+    runner = build_runner("lookup", config, session, input_errors=(invalid_argument,))
+    good = {"ids": np.array([[2]], dtype=np.int64)}
+    bad = {"ids": np.array([[3]], dtype=np.int64)}
+    results = runner.run_requests([good, bad])
+    assert results[0]["vectors"].shape == (1, 1, 2)
+    assert isinstance(results[1], InvalidInputError)
+    assert "out of data bounds" in str(results[1])
+
+
 def test_build_runner_rejects_fixed_batch_dimension(tmp_path):
     session = open_session(save_double_model(tmp_path / "model.onnx", batch_dim=1))
     with pytest.raises(ConfigError, match="'x' has a fixed batch dimension of 1"):

@@ -8,7 +8,9 @@ import pytest
 from ecrs.data.schema import DatasetSchema
 from ecrs.errors import InvalidInputError, NotFoundError
 from ecrs.features.encoder import FIRST_VALUE_ID, OOV_ID, FeatureEncoder
+from ecrs.serving.item_cache import ItemCache
 from ecrs.serving.recommender import Recommender, parse_user_features
+from ecrs.serving.stages import STAGES, TOTAL
 from ecrs.serving.requests import parse_item_ids, parse_request
 from ecrs.serving.scoring import Scoring
 
@@ -39,12 +41,18 @@ class FakeFeatureStore:
         self.users = users
         self.items = items
         self.interactions = interactions or {}
+        self.generation = 0
+        self.items_read = []
+
+    def items_generation(self):
+        return self.generation
 
     def get_user_with_items(self, user_id, recent, *, all_items=False):
         items = self.interactions.get(user_id, [])
         return self.users.get(user_id), items if all_items else items[:recent]
 
     def get_items_raw(self, item_ids):
+        self.items_read.extend(item_ids)
         return [
             json.dumps(self.items[i]).encode() if i in self.items else None
             for i in item_ids
@@ -68,7 +76,9 @@ class FakeVectorStore:
         return self.fields
 
 
-def recommender(vectors, items=None, scores=None, interactions=None, history=0):
+def recommender(
+    vectors, items=None, scores=None, interactions=None, history=0, item_cache=None
+):
     items = items or {
         "i1": {"brand": "acme"},
         "i2": {"brand": "zeta"},
@@ -99,6 +109,7 @@ def recommender(vectors, items=None, scores=None, interactions=None, history=0):
         user_tower=lambda rows: np.ones((rows.shape[0], 4), np.float32),
         ranker=ranker,
         candidates=3,
+        item_cache=item_cache,
     )
 
 
@@ -292,3 +303,58 @@ def test_missing_required_feature_is_named():
     assert parse_user_features(b'{"age": "25-34"}', ["age", "sex"], required=["age"]) == {
         "age": "25-34"
     }
+
+
+def test_item_cache_skips_second_read():
+    vectors = FakeVectorStore(["i1", "i2", "i3"], [0.9, 0.8, 0.7])
+    rec = recommender(vectors, item_cache=ItemCache())
+    first = rec.recommend(user_id="u1", top_n=2)
+    second = rec.recommend(user_id="u1", top_n=2)
+    assert second.item_ids == first.item_ids == ["i2", "i3"]
+    np.testing.assert_allclose(second.scores, first.scores)
+    assert second.details == first.details
+    assert rec.features.items_read == ["i1", "i2", "i3"]
+
+
+def test_item_cache_empties_on_new_generation():
+    vectors = FakeVectorStore(["i1", "i2"], [0.9, 0.8])
+    rec = recommender(vectors, item_cache=ItemCache())
+    rec.recommend(user_id="u1", top_n=2)
+    # A new title changes the details but not the encoded row.
+    rec.features.items["i2"] = {"brand": "zeta", "title": "new"}
+    rec.features.generation += 1
+    result = rec.recommend(user_id="u1", top_n=2)
+    assert json.loads(result.details[0]) == {"brand": "zeta", "title": "new"}
+    assert rec.features.items_read == ["i1", "i2", "i1", "i2"]
+
+
+def test_item_cache_drops_removed_item():
+    vectors = FakeVectorStore(["i1", "gone", "i3"], [0.9, 0.8, 0.7])
+    rec = recommender(vectors, item_cache=ItemCache())
+    for _ in range(2):
+        assert rec.recommend(user_id="u1", top_n=3).item_ids == ["i3", "i1"]
+
+
+def test_full_item_cache_still_returns_new_items():
+    vectors = FakeVectorStore(["i1", "i2", "i3"], [0.9, 0.8, 0.7])
+    rec = recommender(vectors, item_cache=ItemCache(max_items=1))
+    for _ in range(2):
+        assert rec.recommend(user_id="u1", top_n=3).item_ids == ["i2", "i3", "i1"]
+    assert len(rec.item_cache) == 1
+
+
+def test_stage_timer_records_every_stage():
+    rec = recommender(FakeVectorStore(["i1", "i2"], [0.9, 0.8]))
+    with rec.timer.request():
+        rec.recommend(user_id="u1", top_n=2)
+    times = rec.timer.last()
+    assert set(times) == set(STAGES)
+    assert all(value >= 0 for value in times.values())
+    stages = sum(value for stage, value in times.items() if stage != TOTAL)
+    assert times[TOTAL] >= stages
+
+
+def test_stage_timer_outside_request_records_nothing():
+    rec = recommender(FakeVectorStore(["i1"], [0.9]))
+    rec.recommend(user_id="u1", top_n=1)
+    assert rec.timer.last() == {}

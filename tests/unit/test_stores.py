@@ -3,12 +3,18 @@ import json
 import pytest
 import redis
 from pymilvus import MilvusException
+from pymilvus.exceptions import ParamError
 
 from ecrs.config import StoreConfig
 from ecrs.errors import UnavailableError
 from ecrs.stores.feature_store import FeatureStore, encode_record
 from ecrs.stores.loader import fingerprint
-from ecrs.stores.vector_store import Index, VectorStore, collection_name
+from ecrs.stores.vector_store import (
+    Index,
+    VectorStore,
+    collection_name,
+    default_search_params,
+)
 
 
 class DownRedis:
@@ -54,9 +60,9 @@ def test_get_items_raw_of_nothing_skips_redis():
     assert store.get_items_raw([]) == []
 
 
-def milvus_error(store, message):
+def milvus_error(store, message, code=100):
     with store._errors("search ecrs_items_v1"):
-        raise MilvusException(code=100, message=message)
+        raise MilvusException(code=code, message=message)
 
 
 def test_missing_collection_is_unavailable_with_fix():
@@ -81,17 +87,86 @@ def test_milvus_error_without_message_is_unavailable():
         milvus_error(store, "")
 
 
+def test_collection_not_loaded_is_unavailable():
+    """Milvus 2.3.5 answers searches with "collection not loaded" for a few
+    seconds after a restart; that is a passing outage, not an internal error."""
+    store = VectorStore(StoreConfig())
+    with pytest.raises(UnavailableError, match="Milvus at .* has not loaded") as info:
+        milvus_error(
+            store, "failed to search: collection not loaded[collection=4709215651]"
+        )
+    assert info.value.service == "milvus"
+
+
 def test_other_milvus_errors_propagate():
     store = VectorStore(StoreConfig())
     with pytest.raises(MilvusException):
         milvus_error(store, "invalid expression")
+    with pytest.raises(MilvusException):
+        milvus_error(store, "invalid parameter[expr=bad]", code=1100)
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (503, "channel not available[channel=by-dev-rootcoord-dml_0]"),
+        (65537, "service not ready[Proxy]"),
+        (65639, "collection not fully loaded"),
+        (901, "node not found[node=3]"),
+        (602, "segment lacks[segment=447]"),
+    ],
+)
+def test_milvus_busy_recovering_is_unavailable(code, message):
+    """A Milvus restarting under load fails searches with codes of a state that
+    passes, which must reach the caller as UNAVAILABLE with the code."""
+    store = VectorStore(StoreConfig())
+    with pytest.raises(UnavailableError, match=f"error code {code}") as info:
+        milvus_error(store, message, code=code)
+    assert "retry" in str(info.value)
+    assert info.value.service == "milvus"
+
+
+def test_pymilvus_argument_error_is_not_transient():
+    """pymilvus's own exceptions carry code 1 without the retriable flag, so
+    they stay errors."""
+    store = VectorStore(StoreConfig())
+    with pytest.raises(ParamError), store._errors("search ecrs_items_v1"):
+        raise ParamError(message="wrong type of limit")
+    with pytest.raises(MilvusException):
+        milvus_error(store, "Unexpected error, message=<list index out of range>", 1)
+
+
+def test_milvus_over_its_memory_limit_is_not_transient():
+    store = VectorStore(StoreConfig())
+    with pytest.raises(MilvusException):
+        milvus_error(store, "memory quota exceeded[limit=4GB]", code=3)
+
+
+def test_search_on_a_closed_channel_is_unavailable():
+    """Measured with six threads searching while Milvus was killed on a busy
+    machine: the direct stub call raised gRPC's ValueError for a channel
+    another thread had closed."""
+    store = VectorStore(StoreConfig())
+    with (
+        pytest.raises(UnavailableError, match="closed channel") as info,
+        store._errors("search ecrs_items_v1"),
+    ):
+        raise ValueError("Cannot invoke RPC on closed channel!")
+    assert info.value.service == "milvus"
+    with pytest.raises(ValueError, match="other"), store._errors("search x"):
+        raise ValueError("some other value error")
 
 
 def test_index_choice_by_catalogue_size():
     assert Index.for_size(3000).index_type == "FLAT"
     large = Index.for_size(1_000_000)
-    assert large.index_type == "HNSW"
-    assert large.search_params["ef"] >= 200
+    assert large.index_type == "IVF_FLAT"
+    assert large.build_params == {"nlist": 4000}
+    assert large.search_params == {"nprobe": 128}
+    # A small IVF index is probed whole.
+    assert default_search_params({"index_type": "IVF_FLAT", "nlist": 64}, 200) == {
+        "nprobe": 64
+    }
 
 
 def test_collection_name_carries_version():

@@ -7,13 +7,18 @@ In memory every id and feature value is a Python ``str`` (missing values are
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
-from ecrs.data.schema import TABLE_SUFFIXES, DatasetSchema, EntityTable
+from ecrs.data.schema import SCHEMA_FILE, TABLE_SUFFIXES, DatasetSchema, EntityTable
 from ecrs.errors import DataError
+
+# Marks the name of a table file that ``Dataset.save`` is still writing.
+PARTIAL = ".partial"
 
 
 @dataclass
@@ -42,13 +47,37 @@ class Dataset:
         return cls(schema, users, items, interactions)
 
     def save(self, folder: str | Path) -> Path:
-        """Write the tables under the file names the schema gives, and the schema."""
+        """Write the tables under the file names the schema gives, and the schema.
+
+        Each file is first written to a hidden temporary file beside it, and
+        the files are renamed into place once all are written, the schema
+        last. A process killed while writing (an import of a large export
+        takes seconds) leaves the previous data set in ``folder`` whole.
+        NOTE: a kill during the renames, which take microseconds, can still
+        leave new tables beside old ones.
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        write_table(self.users, folder / self.schema.users.file)
-        write_table(self.items, folder / self.schema.items.file)
-        write_table(self.interactions, folder / self.schema.interactions.file)
-        self.schema.save(folder)
+        tables = (
+            (self.users, self.schema.users.file),
+            (self.items, self.schema.items.file),
+            (self.interactions, self.schema.interactions.file),
+        )
+        _remove_partial_files(folder)
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for frame, file in tables:
+                target = folder / file
+                staged.append((_temporary_path(target), target))
+                write_table(frame, staged[-1][0])
+            schema_path = folder / SCHEMA_FILE
+            staged.append((_temporary_path(schema_path), schema_path))
+            self.schema.save(folder, file_name=staged[-1][0].name)
+            for temporary, target in staged:
+                os.replace(temporary, target)
+        finally:
+            for temporary, _ in staged:
+                temporary.unlink(missing_ok=True)
         return folder
 
     @property
@@ -58,6 +87,17 @@ class Dataset:
     @property
     def item_ids(self) -> list[str]:
         return self.items[self.schema.items.id].tolist()
+
+
+def _temporary_path(target: Path) -> Path:
+    """Return a hidden path beside ``target`` with its suffix, for this process."""
+    return target.with_name(f".{target.stem}.{os.getpid()}{PARTIAL}{target.suffix}")
+
+
+def _remove_partial_files(folder: Path) -> None:
+    """Delete the temporary files that a killed ``save`` left in ``folder``."""
+    for path in folder.glob(f".*{PARTIAL}.*"):
+        path.unlink(missing_ok=True)
 
 
 def check_table_file(path: Path) -> None:
@@ -70,13 +110,22 @@ def check_table_file(path: Path) -> None:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Read a Parquet or CSV table with every column as text."""
+    """Read a Parquet or CSV table with every column as text.
+
+    A file that is not a readable table raises DataError naming it.
+    """
     check_table_file(path)
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    return pd.read_csv(
-        path, dtype=str, keep_default_na=False, na_values=[""], index_col=False
-    )
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(
+            path, dtype=str, keep_default_na=False, na_values=[""], index_col=False
+        )
+    except (pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"table {path} is not a readable {path.suffix[1:]} file: {exc}; write "
+            "it again (a process killed while writing it leaves it truncated)"
+        ) from exc
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:

@@ -78,6 +78,10 @@ MEAN_CART_DELAY_SECONDS = 1800  # from a browse to its cart event
 MEAN_ORDER_DELAY_SECONDS = 7200  # from a cart event to its order
 
 TASTE_DIMENSIONS = 8
+# The most item logits drawn at once (browses x items of a category): 50
+# million float64 values, 400 MB per temporary array. A million items with
+# 100,000 interactions needed over 20 GB without this bound.
+MAX_LOGITS = 50_000_000
 # Scales of the taste parts and of the score terms, tuned by hand. Measured
 # with the default sizes and seed 1: a user with 20 or more interactions has
 # 70% of them in their top three categories. On temporal_split's held-out
@@ -402,8 +406,13 @@ def _browse_items(
     for index in np.flatnonzero(stocked):
         browses = np.flatnonzero(category == index)
         candidates = np.flatnonzero(catalogue.category == index)
-        logits = _item_logits(catalogue, population, user[browses], candidates)
-        item[browses] = candidates[_gumbel_argmax(rng, logits)]
+        # One block of browses at a time keeps the logits matrix near
+        # MAX_LOGITS; a matrix that fits draws in one block, as before.
+        block = max(1, MAX_LOGITS // max(1, len(candidates)))
+        for start in range(0, len(browses), block):
+            rows = browses[start : start + block]
+            logits = _item_logits(catalogue, population, user[rows], candidates)
+            item[rows] = candidates[_gumbel_argmax(rng, logits)]
     return item
 
 

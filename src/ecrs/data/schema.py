@@ -117,6 +117,7 @@ class DatasetSchema:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> DatasetSchema:
+        check_structure(raw)
         try:
             return cls(
                 name=str(raw.get("name", "dataset")),
@@ -152,14 +153,62 @@ class DatasetSchema:
                 "(see 'Bringing your own data' in the README). For the original "
                 "MovieLens 100K files, convert them first with 'ecrs data movielens'"
             ) from exc
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} is not valid JSON: {exc}") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path} is not valid UTF-8 JSON: {exc}") from exc
         return cls.from_dict(raw)
 
-    def save(self, folder: str | Path) -> Path:
-        path = Path(folder) / SCHEMA_FILE
+    def save(self, folder: str | Path, *, file_name: str = SCHEMA_FILE) -> Path:
+        path = Path(folder) / file_name
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         return path
+
+
+def check_structure(raw: Any) -> None:
+    """Raise DataError unless ``raw`` has the JSON types schema.json needs:
+    objects for the sections, text for file and column names, lists for
+    features and attributes."""
+    if not isinstance(raw, dict):
+        raise DataError(
+            f"schema.json contains a JSON {type(raw).__name__}, not an object with "
+            "'users', 'items' and 'interactions' sections"
+        )
+    for section in ("users", "items", "interactions"):
+        if section in raw and not isinstance(raw[section], dict):
+            raise DataError(
+                f"schema.json section {section!r} is {raw[section]!r}; write an object"
+            )
+    for section in ("users", "items"):
+        table = raw.get(section, {})
+        _check_texts(table, section, ("file", "id"))
+        for key in ("features", "attributes"):
+            entries = table.get(key, [])
+            if not isinstance(entries, (list, tuple)):
+                raise DataError(
+                    f"schema.json {section}.{key} is {entries!r}; write a list"
+                )
+            for entry in entries:
+                _check_entry(entry, section, key)
+    _check_texts(raw.get("interactions", {}), "interactions", tuple(raw.get("interactions", {})))
+    if not isinstance(raw.get("extra", {}), dict):
+        raise DataError(f"schema.json 'extra' is {raw['extra']!r}; write an object")
+
+
+def _check_texts(table: dict[str, Any], section: str, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if key in table and not (isinstance(table[key], str) and table[key]):
+            raise DataError(
+                f"schema.json {section}.{key} is {table[key]!r}; write a non-empty "
+                "file or column name"
+            )
+
+
+def _check_entry(entry: Any, section: str, key: str) -> None:
+    name = entry.get("name") if isinstance(entry, dict) and key == "features" else entry
+    if not (isinstance(name, str) and name):
+        raise DataError(
+            f"schema.json {section}.{key} has the entry {entry!r}; write a column "
+            'name, or for a feature an object such as {"name": "tags"}'
+        )
 
 
 def _entity_table(raw: dict[str, Any], section: str) -> EntityTable:

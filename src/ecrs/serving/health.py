@@ -83,6 +83,11 @@ class StoreHealth:
         with self._lock:
             return all(state.up for state in self._states.values())
 
+    def down(self) -> list[StoreState]:
+        """Return the states of the stores whose latest probe failed."""
+        with self._lock:
+            return [state for state in self._states.values() if not state.up]
+
     def states(self) -> list[StoreState]:
         with self._lock:
             return list(self._states.values())

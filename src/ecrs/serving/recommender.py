@@ -18,8 +18,17 @@ import numpy as np
 from ecrs.errors import InvalidInputError, NotFoundError
 from ecrs.features.encoder import RECENT_ITEMS, FeatureEncoder
 from ecrs.serving.filters import ItemFilter
+from ecrs.serving.item_cache import ItemCache
 from ecrs.serving.json_input import parse_json_object
 from ecrs.serving.scoring import Scoring
+from ecrs.serving.stages import (
+    ITEM_FEATURES,
+    RANKING,
+    USER_FEATURES,
+    USER_TOWER,
+    VECTOR_SEARCH,
+    StageTimer,
+)
 from ecrs.stores.feature_store import FeatureStore
 from ecrs.stores.vector_store import VectorStore
 
@@ -101,6 +110,8 @@ class Recommender:
         search_params: dict | None = None,
         scoring: Scoring | None = None,
         item_tower: TowerFn | None = None,
+        timer: StageTimer | None = None,
+        item_cache: ItemCache | None = None,
     ) -> None:
         self.encoder = encoder
         self.features = features
@@ -112,6 +123,8 @@ class Recommender:
         self.search_params = search_params
         self.scoring = scoring or Scoring()
         self.item_tower = item_tower
+        self.timer = timer or StageTimer()
+        self.item_cache = item_cache
 
     def user(
         self,
@@ -126,6 +139,15 @@ class Recommender:
         the items they interacted with are returned to be left out; a new
         user has none.
         """
+        with self.timer.stage(USER_FEATURES):
+            return self._user(user_id, user_features, exclude_seen)
+
+    def _user(
+        self,
+        user_id: str | None,
+        user_features: Mapping[str, Any] | None,
+        exclude_seen: bool,
+    ) -> User:
         if user_id is not None:
             history = self.encoder.users.history_length
             stored, items = self.features.get_user_with_items(
@@ -203,14 +225,16 @@ class Recommender:
         restricts the search to items whose fields match it.
         """
         limit = limit or self.candidates
-        vector = self.user_tower(user_row)[0]
-        ids, similarities = self.vectors.search(
-            self.collection,
-            vector,
-            limit + len(exclude),
-            self.search_params,
-            expression=expression,
-        )
+        with self.timer.stage(USER_TOWER):
+            vector = self.user_tower(user_row)[0]
+        with self.timer.stage(VECTOR_SEARCH):
+            ids, similarities = self.vectors.search(
+                self.collection,
+                vector,
+                limit + len(exclude),
+                self.search_params,
+                expression=expression,
+            )
         if exclude:
             kept = [i for i, item_id in enumerate(ids) if item_id not in exclude][:limit]
             ids = [ids[i] for i in kept]
@@ -225,24 +249,62 @@ class Recommender:
         A candidate whose features are gone (the item was removed after its
         vector was searched) is dropped, not reported as an error.
         """
-        stored = candidates.details
-        if stored is None:
-            stored = self.features.get_items_raw(candidates.item_ids)
-        kept = [i for i, raw in enumerate(stored) if raw is not None]
+        with self.timer.stage(ITEM_FEATURES):
+            kept, details, item_rows = self._item_features(candidates)
         if not kept:
             return Recommendation([], np.zeros(0, np.float32), [])
         ids = [candidates.item_ids[i] for i in kept]
-        details = [stored[i] for i in kept]
-        item_rows = self.encoder.encode_items(ids, [json.loads(raw) for raw in details])
-        user_rows = np.repeat(user_row, len(ids), axis=0)
-        probabilities = np.asarray(self.ranker(user_rows, item_rows)).reshape(-1)
-        similarities = np.asarray(candidates.similarities).reshape(-1)[kept]
-        scores = self.scoring.blend(probabilities, similarities)
-        # Stable sort keeps recall order among equal scores.
-        order = np.argsort(-scores, kind="stable")[:top_n]
+        with self.timer.stage(RANKING):
+            user_rows = np.repeat(user_row, len(ids), axis=0)
+            probabilities = np.asarray(self.ranker(user_rows, item_rows)).reshape(-1)
+            similarities = np.asarray(candidates.similarities).reshape(-1)[kept]
+            scores = self.scoring.blend(probabilities, similarities)
+            # Stable sort keeps recall order among equal scores.
+            order = np.argsort(-scores, kind="stable")[:top_n]
         return Recommendation(
             [ids[i] for i in order], scores[order], [details[i] for i in order]
         )
+
+    def _item_features(
+        self, candidates: Candidates
+    ) -> tuple[list[int], list[bytes], np.ndarray]:
+        """Return the positions of the candidates in the feature store, their
+        stored JSON and their encoded rows, from the item cache where it can."""
+        if self.item_cache is None or candidates.details is not None:
+            stored = candidates.details
+            if stored is None:
+                stored = self.features.get_items_raw(candidates.item_ids)
+            kept = [i for i, raw in enumerate(stored) if raw is not None]
+            details = [stored[i] for i in kept]
+            ids = [candidates.item_ids[i] for i in kept]
+            return kept, details, self._encode_items(ids, details)
+        cache = self.item_cache
+        cache.check_generation(self.features.items_generation())
+        # Items read now, which a full cache may not keep.
+        fetched: dict[str, tuple[bytes, np.ndarray]] = {}
+        missing = cache.missing(candidates.item_ids)
+        if missing:
+            stored = self.features.get_items_raw(missing)
+            found = [(item_id, raw) for item_id, raw in zip(missing, stored) if raw]
+            ids = [item_id for item_id, _ in found]
+            details = [raw for _, raw in found]
+            rows = self._encode_items(ids, details)
+            cache.add(ids, details, rows)
+            fetched = dict(zip(ids, zip(details, rows)))
+        entries = [
+            fetched.get(item_id) or cache.get(item_id) for item_id in candidates.item_ids
+        ]
+        kept = [i for i, entry in enumerate(entries) if entry is not None]
+        if not kept:
+            return [], [], self._encode_items([], [])
+        return (
+            kept,
+            [entries[i][0] for i in kept],
+            np.stack([entries[i][1] for i in kept]),
+        )
+
+    def _encode_items(self, ids: list[str], details: list[bytes]) -> np.ndarray:
+        return self.encoder.encode_items(ids, [json.loads(raw) for raw in details])
 
     def recommend(
         self,
@@ -301,8 +363,9 @@ class Recommender:
             found = self.recall(
                 user.row, limit, exclude=user.seen, expression=expression
             )
-            stored = self.features.get_items_raw(found.item_ids)
-            records = [None if raw is None else json.loads(raw) for raw in stored]
+            with self.timer.stage(ITEM_FEATURES):
+                stored = self.features.get_items_raw(found.item_ids)
+                records = [None if raw is None else json.loads(raw) for raw in stored]
             keep = [
                 i
                 for i, record in enumerate(records)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import traceback
 from collections.abc import Callable
 
 import numpy as np
@@ -26,8 +27,15 @@ import triton_python_backend_utils as pb_utils
 
 from ecrs.config import StoreConfig
 from ecrs.errors import EcrsError, ModelError
-from ecrs.serving.health import STORE_UP_METRIC, StoreHealth, StoreState
+from ecrs.serving.health import (
+    PROBE_INTERVAL_S,
+    STORE_UP_METRIC,
+    StoreHealth,
+    StoreState,
+)
 from ecrs.serving.layout import DEEPFM_RANK, ITEM_TOWER, USER_TOWER
+from ecrs.serving.stage_metrics import StageMetrics
+from ecrs.serving.stub_watchdog import StubWatchdog, triton_url
 from ecrs.serving.triton_model import CAPABILITIES, RecommendModel, model_parameters
 
 
@@ -68,6 +76,14 @@ class ServedPythonModel:
         self._closing = False
         self._start_health()
         self.request_metrics = RequestMetrics(self.metric_labels)
+        self.stage_metrics = StageMetrics(self.metric_labels)
+        self.watchdog = StubWatchdog(
+            os.getppid(),
+            triton_url(),
+            log_info=self.logger.log_info,
+            log_warn=self.logger.log_warn,
+        )
+        self.watchdog.start()
 
     def execute(self, requests: list) -> list:
         return [self._respond(request) for request in requests]
@@ -83,11 +99,13 @@ class ServedPythonModel:
 
     def finalize(self) -> None:
         self._closing = True
+        self.watchdog.stop()
         self.health.stop()
         # Triton requires each Metric to go before its MetricFamily.
         self._store_up.clear()
         self._store_up_family = None
         self.request_metrics.close()
+        self.stage_metrics.close()
         self.model.close()
 
     def _start_health(self) -> None:
@@ -130,6 +148,9 @@ class ServedPythonModel:
         return response
 
     def _run(self, request):
+        down = self.health.down()
+        if down:
+            return self._reject_unavailable(request, down[0])
         inputs = {}
         for name in self.spec.inputs:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
@@ -146,16 +167,39 @@ class ServedPythonModel:
             code = getattr(pb_utils.TritonError, status)
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), code))
         except Exception as exc:  # report, keep serving the other requests
+            # The traceback and str(exc) too: some exceptions, such as
+            # pymilvus's, keep their message out of repr().
             self.logger.log_error(
-                f"{self.capability} request {request_id} failed: {exc!r}"
+                f"{self.capability} request {request_id} failed: {exc!r} ({exc})\n"
+                f"{traceback.format_exc()}"
             )
             return pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(
                     f"internal error: {exc!r}", pb_utils.TritonError.INTERNAL
                 )
             )
+        self.stage_metrics.observe(self.model.picked_version, self.model.timer.last())
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor(name, value) for name, value in outputs.items()]
+        )
+
+    def _reject_unavailable(self, request, state: StoreState):
+        """Fail a request at once while a store it needs fails its probes.
+
+        Without this, each request would wait for the store timeout, and the
+        requests queued behind it on the model's few instances would wait
+        for all of those in turn, past their clients' deadlines.
+        """
+        message = (
+            f"{state.error} (requests fail at once until {state.store}'s next "
+            f"probe succeeds; probes run every {PROBE_INTERVAL_S:.0f} s)"
+        )
+        request_id = request.request_id() or "-"
+        self.logger.log_warn(
+            f"{self.capability} request {request_id}: UNAVAILABLE: {message}"
+        )
+        return pb_utils.InferenceResponse(
+            error=pb_utils.TritonError(message, pb_utils.TritonError.UNAVAILABLE)
         )
 
     def _user_tower(self, version: int) -> Callable[[np.ndarray], np.ndarray]:

@@ -10,6 +10,7 @@ supplies the BLS calls and turns the arrays into Triton tensors.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ from ecrs.config import StoreConfig
 from ecrs.errors import ConfigError, InvalidInputError, UnavailableError
 from ecrs.features.encoder import FeatureEncoder
 from ecrs.serving.health import Probe
+from ecrs.serving.item_cache import ItemCache
 from ecrs.serving.layout import (
     ITEM_LOOKUP,
     ONNX_FILE,
@@ -55,6 +57,7 @@ from ecrs.serving.requests import (
     single_text,
 )
 from ecrs.serving.scoring import Scoring
+from ecrs.serving.stages import StageTimer
 from ecrs.serving.versions import (
     COLLECTION_OUTPUT,
     MODEL_VERSION_INPUT,
@@ -69,6 +72,18 @@ from ecrs.stores.vector_store import VectorStore
 
 Inputs = Mapping[str, "np.ndarray | None"]
 Outputs = dict[str, np.ndarray]
+Handler = Callable[["RecommendModel", Inputs], Outputs]
+
+
+def timed(handler: Handler) -> Handler:
+    """Time a request handler's stages with the model's ``StageTimer``."""
+
+    @functools.wraps(handler)
+    def run(model: RecommendModel, inputs: Inputs) -> Outputs:
+        with model.timer.request():
+            return handler(model, inputs)
+
+    return run
 
 
 REDIS = "redis"
@@ -117,26 +132,42 @@ CAPABILITIES = {
 
 @dataclass(frozen=True, kw_only=True)
 class ModelParameters:
-    """The ``parameters`` of recommend_ensemble's config.pbtxt."""
+    """The ``parameters`` of recommend_ensemble's config.pbtxt.
+
+    ``item_cache_items`` is the most items whose details and encoded rows a
+    model instance keeps in memory (``ecrs.serving.item_cache``); 0 turns the
+    cache off.
+    """
 
     default_top_n: int = 10
     max_top_n: int = 100
     candidates: int = 200
     max_candidates: int = 1000
+    item_cache_items: int = 0
+
+
+# The smallest value of each parameter.
+PARAMETER_MINIMUMS = {
+    "default_top_n": 1,
+    "max_top_n": 1,
+    "candidates": 1,
+    "max_candidates": 1,
+    "item_cache_items": 0,
+}
 
 
 def model_parameters(config: Mapping[str, Any]) -> ModelParameters:
     """Read integer parameters from a parsed model config, checking each."""
     raw = config.get("parameters", {})
     values = {}
-    for name in ("default_top_n", "max_top_n", "candidates", "max_candidates"):
+    for name, minimum in PARAMETER_MINIMUMS.items():
         if name not in raw:
             continue
         text = raw[name].get("string_value", "")
-        if not text.isdigit() or int(text) < 1:
+        if not text.isdigit() or int(text) < minimum:
             raise ConfigError(
                 f"model {config.get('name')}: parameter {name} is {text!r}; "
-                "set it to a positive integer in config.pbtxt"
+                f"set it to an integer of at least {minimum} in config.pbtxt"
             )
         values[name] = int(text)
     parameters = ModelParameters(**values)
@@ -196,6 +227,9 @@ class RecommendModel:
         self._item_tower = item_tower
         self.vectors = VectorStore(stores)
         self.pointers = PointerStore(stores)
+        # The stage seconds of the last request, read by the Triton adapter
+        # for its metrics and by the benchmark's reference pipeline.
+        self.timer = StageTimer()
         self._versions: dict[int, ServedVersion] = {}
         self.picked_version: int | None = None
         self._lock = threading.Lock()
@@ -242,6 +276,12 @@ class RecommendModel:
             candidates=self.parameters.candidates,
             scoring=Scoring.load(folder),
             item_tower=None if self._item_tower is None else self._item_tower(version),
+            timer=self.timer,
+            item_cache=(
+                ItemCache(self.parameters.item_cache_items)
+                if self.parameters.item_cache_items
+                else None
+            ),
         )
         return ServedVersion(version, encoder, collection, recommender, stamp)
 
@@ -288,6 +328,7 @@ class RecommendModel:
         )
         return result, served
 
+    @timed
     def recommend_outputs(self, inputs: Inputs) -> Outputs:
         result, served = self._recommend(inputs)
         return {
@@ -298,6 +339,7 @@ class RecommendModel:
             **_provenance(served),
         }
 
+    @timed
     def lookup_user(self, inputs: Inputs) -> Outputs:
         user_id = single_text(_required(inputs, USER_ID_INPUT), USER_ID_INPUT)
         served = self.pick(inputs)
@@ -307,6 +349,7 @@ class RecommendModel:
             "RECENT_ITEMS": _texts(recent),
         }
 
+    @timed
     def lookup_items(self, inputs: Inputs) -> Outputs:
         item_ids = parse_item_ids(inputs.get(ITEM_IDS_INPUT))
         found = self.served(self.pointer().version).recommender.lookup_items(item_ids)
@@ -316,6 +359,7 @@ class RecommendModel:
             "MISSING_IDS": _texts(found.missing),
         }
 
+    @timed
     def recall(self, inputs: Inputs) -> Outputs:
         served = self.pick(inputs)
         user = self._user(served, inputs)
@@ -332,6 +376,7 @@ class RecommendModel:
             **_provenance(served),
         }
 
+    @timed
     def rank(self, inputs: Inputs) -> Outputs:
         item_ids = parse_item_ids(inputs.get(ITEM_IDS_INPUT))
         served = self.pick(inputs)

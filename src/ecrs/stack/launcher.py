@@ -292,6 +292,8 @@ def _stop_servers(
             logger.info("stopped %s (pid %d)", name, record.pid)
         if name == milvus_server.NAME:
             milvus_server.remove_server_id_file(record.pid)
+        if name == triton_server.NAME:
+            triton_server.remove_shm_regions(record.command)
         del records[name]
         write_records(state_dir, records)
     return stopped

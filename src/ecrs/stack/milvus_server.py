@@ -39,7 +39,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import grpc
-from pymilvus.grpc_gen import milvus_pb2, milvus_pb2_grpc
+from pymilvus import DataType, MilvusClient, MilvusException
+from pymilvus.client.types import LoadState
+from pymilvus.grpc_gen import common_pb2, milvus_pb2, milvus_pb2_grpc
 
 from ecrs.config import MILVUS_ROOT_TOKEN, StackConfig
 from ecrs.errors import StackError
@@ -282,13 +284,24 @@ def _template_values(
 
 
 def milvus_is_ready(host: str, ports: MilvusPorts, token: str | None = None) -> bool:
-    """Return whether Milvus reports itself healthy and lists collections.
+    """Return whether Milvus reports itself healthy, lists collections and
+    is loading none of them.
 
-    Checks ``/healthz`` on the HTTP port, then CheckHealth and ShowCollections
-    on the proxy's gRPC port, the one that clients use, logged in with
-    ``token`` (user:password) when given.
+    Checks ``/healthz`` on the HTTP port, then CheckHealth, ShowCollections
+    and each collection's load state on the proxy's gRPC port, the one that
+    clients use, logged in with ``token`` (user:password) when given. After
+    a restart Milvus 2.3.5 passes health checks while it loads the
+    collections that were loaded before, and searches of a collection in
+    that state time out (measured: for about 20 s after it reported healthy).
+    Even once every collection reports Loaded, searches can time out for a
+    further 10 to 15 s (measured under the test suite's load), so the last
+    check is a one-hit search of each loaded collection.
     """
-    return _healthz_ok(host, ports.http) and _proxy_serves(host, ports.proxy, token)
+    return (
+        _healthz_ok(host, ports.http)
+        and _proxy_serves(host, ports.proxy, token)
+        and _loaded_collections_search(host, ports.proxy, token)
+    )
 
 
 def _healthz_ok(host: str, http_port: int) -> bool:
@@ -327,9 +340,62 @@ def _proxy_serves(host: str, port: int, token: str | None) -> bool:
                 timeout=PROBE_TIMEOUT_S,
                 metadata=metadata,
             )
+            if collections.status.error_code != 0 or collections.status.code != 0:
+                return False
+            return not any(
+                _is_loading(stub, name, metadata) for name in collections.collection_names
+            )
         except grpc.RpcError:
             return False
-    return collections.status.error_code == 0 and collections.status.code == 0
+
+
+def _loaded_collections_search(host: str, port: int, token: str | None) -> bool:
+    """Return whether a one-hit search of each loaded collection returns
+    within the probe timeout, under the consistency level serving uses."""
+    client = None
+    try:
+        client = MilvusClient(
+            uri=f"http://{host}:{port}", token=token or "", timeout=PROBE_TIMEOUT_S
+        )
+        for name in client.list_collections():
+            state = client.get_load_state(name)["state"]
+            if state != LoadState.Loaded:
+                continue
+            vector = _vector_field(client.describe_collection(name))
+            if vector is None:
+                continue
+            field_name, dim = vector
+            client.search(
+                name,
+                [[1.0] * dim],
+                limit=1,
+                anns_field=field_name,
+                consistency_level="Bounded",
+                timeout=PROBE_TIMEOUT_S,
+            )
+        return True
+    except (MilvusException, grpc.RpcError):
+        return False
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _vector_field(description: dict) -> tuple[str, int] | None:
+    """Return the name and dimension of a collection's float vector field."""
+    for field in description.get("fields", []):
+        if field.get("type") == DataType.FLOAT_VECTOR:
+            return field["name"], int(field["params"]["dim"])
+    return None
+
+
+def _is_loading(stub: milvus_pb2_grpc.MilvusServiceStub, name: str, metadata) -> bool:
+    reply = stub.GetLoadState(
+        milvus_pb2.GetLoadStateRequest(collection_name=name),
+        timeout=PROBE_TIMEOUT_S,
+        metadata=metadata,
+    )
+    return reply.state == common_pb2.LoadState.LoadStateLoading
 
 
 def remove_server_id_file(pid: int) -> None:

@@ -431,13 +431,19 @@ def _int_parameter(
 
 
 def build_runner(
-    model_name: str, model_config: Mapping[str, Any], session: Any
+    model_name: str,
+    model_config: Mapping[str, Any],
+    session: Any,
+    *,
+    input_errors: tuple[type[Exception], ...] = (),
 ) -> BatchRunner:
     """Check a model configuration against an ONNX Runtime session and wrap it.
 
     ``session`` is an ``onnxruntime.InferenceSession``. Raises ``ConfigError``
     naming the model, the tensor, the expected and the actual value when the
-    configuration and the ONNX model disagree.
+    configuration and the ONNX model disagree. A run that raises one of
+    ``input_errors`` (onnxruntime's ``InvalidArgument``, raised for an id
+    outside an embedding table) fails its request with ``InvalidInputError``.
     """
     max_batch_size = int(model_config.get("max_batch_size", 0))
     batched = max_batch_size > 0
@@ -466,7 +472,14 @@ def build_runner(
     output_names = [spec.name for spec in outputs]
 
     def run(feed: Mapping[str, np.ndarray]) -> Sequence[np.ndarray]:
-        return session.run(output_names, dict(feed))
+        try:
+            return session.run(output_names, dict(feed))
+        except input_errors as error:
+            raise InvalidInputError(
+                f"the model rejected the input values: {error}; send feature ids "
+                "that the model's encoder produced",
+                input_name=", ".join(spec.name for spec in inputs),
+            ) from error
 
     return BatchRunner(
         inputs=inputs, outputs=outputs, max_batch_size=max_batch_size, run=run

@@ -13,7 +13,8 @@ from ecrs.errors import StackError, UnavailableError
 from ecrs.serving.layout import ONNX_MODELS, PYTHON_MODELS
 from ecrs.serving.model_configs import set_live_versions
 from ecrs.serving.versions import PointerStore, ServingPointer
-from ecrs.stack.launcher import SERVICES, stack_status, start_stack
+from ecrs.stack.launcher import SERVICES, ServerStatus, stack_status, start_stack
+from ecrs.stack.runfile import run_file
 
 logger = logging.getLogger(__name__)
 
@@ -102,16 +103,57 @@ def serve_version(
 
 
 def format_status(state_dir: Path) -> str:
-    """Describe each recorded server: running or not, where, and its log."""
+    """Describe each recorded server: running or not, where, and its log.
+
+    Stacks that commands build in sub-folders of the state folder (the fault
+    suite's in ``faults``, the benchmark's in ``benchmark/items-<n>/stack``)
+    follow, when any of their servers runs.
+    """
     statuses = stack_status(state_dir)
-    if not statuses:
-        return f"no servers recorded in {state_dir}"
-    lines = []
-    for status in statuses:
-        state = "running" if status.running else "not running"
-        ports = ", ".join(f"{role} {port}" for role, port in status.ports.items())
-        lines.append(
-            f"{status.name:<7} {state:<11} pid {status.pid:<8} {status.host} ({ports})"
-            f"  log {status.log_path}"
-        )
+    lines = [server_line(status) for status in statuses]
+    if not lines:
+        lines.append(f"no servers recorded in {state_dir}")
+    for folder in nested_stacks(state_dir):
+        try:
+            running = [status for status in stack_status(folder) if status.running]
+        except StackError as exc:
+            lines += ["", f"stack in {folder}: {exc}"]
+            continue
+        if running:
+            lines += [
+                "",
+                (
+                    f"stack in {folder} (stop it with "
+                    f"'ecrs --state-dir {folder} stack stop'):"
+                ),
+            ]
+            lines += [server_line(status) for status in running]
     return "\n".join(lines)
+
+
+def server_line(status: ServerStatus) -> str:
+    state = "running" if status.running else "not running"
+    ports = ", ".join(f"{role} {port}" for role, port in status.ports.items())
+    return (
+        f"{status.name:<7} {state:<11} pid {status.pid:<8} {status.host} ({ports})"
+        f"  log {status.log_path}"
+    )
+
+
+def nested_stacks(state_dir: Path, depth: int = 3) -> list[Path]:
+    """Return the folders below ``state_dir``, ``depth`` levels at most, that
+    have a run file of their own."""
+    found = []
+    level = [Path(state_dir)]
+    for _ in range(depth):
+        level = [child for folder in level for child in sub_folders(folder)]
+        found += [folder for folder in level if run_file(folder).is_file()]
+    return found
+
+
+def sub_folders(folder: Path) -> list[Path]:
+    """Return the folders in ``folder``; none when it cannot be read."""
+    try:
+        return sorted(child for child in folder.iterdir() if child.is_dir())
+    except OSError:
+        return []

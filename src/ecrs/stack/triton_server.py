@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ecrs.config import StackConfig
 from ecrs.errors import StackError
+from ecrs.serving.stub_watchdog import TRITON_URL_ENV
 from ecrs.stack.processes import ServerSpec
 
 NAME = "triton"
@@ -39,6 +40,8 @@ NAME = "triton"
 READY_TIMEOUT_S = 120.0
 PROBE_TIMEOUT_S = 1.0
 ONNX_BACKEND = Path(__file__).parent / "backends" / "onnxruntime" / "model.py"
+SHM_DIR = Path("/dev/shm")
+SHM_PREFIX_OPTION = "shm-region-prefix-name="
 
 
 def pytriton_server_dir() -> Path:
@@ -187,6 +190,8 @@ def triton_env(
         "LD_LIBRARY_PATH": os.pathsep.join(part for part in library_path if part),
         "PATH": os.pathsep.join([str(python_bin), os.environ.get("PATH", "")]),
         **config.stores.to_env(),
+        # The stub watchdog of the served models reloads a model through it.
+        TRITON_URL_ENV: config.triton_grpc_url,
     }
     env.pop("PYTHONPATH", None)
     return env
@@ -198,12 +203,12 @@ def triton_command(
     host, ports = config.host, config.ports
     # The Python backend names its shared-memory regions with this prefix, so
     # two tritonservers on one machine need different prefixes.
-    shm_prefix = f"ecrs{ports.triton_grpc}-{secrets.token_hex(4)}-"
+    prefix = f"ecrs{ports.triton_grpc}-{secrets.token_hex(4)}-"
     return [
         str(server_dir / "bin" / "tritonserver"),
         f"--model-repository={config.model_repository}",
         f"--backend-directory={backends_dir}",
-        f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
+        f"--backend-config=python,{SHM_PREFIX_OPTION}{prefix}",
         "--model-control-mode=explicit",
         "--load-model=*",
         "--strict-readiness=true",
@@ -216,6 +221,32 @@ def triton_command(
         "--log-verbose=0",
         *config.triton_args,
     ]
+
+
+def shm_prefix(command: Sequence[str]) -> str | None:
+    """Return the shared-memory prefix in a tritonserver command line."""
+    for argument in command:
+        _, found, value = argument.partition(SHM_PREFIX_OPTION)
+        if found:
+            return value
+    return None
+
+
+def remove_shm_regions(command: Sequence[str], shm_dir: Path = SHM_DIR) -> list[str]:
+    """Delete the shared-memory files of a stopped tritonserver; return their names.
+
+    The Python backend removes a stub's region when the stub exits cleanly.
+    A stub killed with SIGKILL leaves its 1 MiB region in ``/dev/shm``
+    (measured with Triton 2.51), so they would pile up over restarts.
+    """
+    prefix = shm_prefix(command)
+    if not prefix:
+        return []
+    removed = []
+    for path in shm_dir.glob(f"{prefix}*"):
+        path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
 
 
 def triton_is_ready(host: str, http_port: int) -> bool:

@@ -35,6 +35,8 @@ ITEM = "item"
 INTERACTIONS = "interactions"
 ITEM_CHANGES = "item_changes"
 MAX_CHANGE_ENTRIES = 100_000
+# The counter of item changes (see ``FeatureStore.items_generation``).
+ITEMS_GENERATION = "items:generation"
 WRITE_BATCH = 1000
 # Reading all of a user's interactions (to leave them out) stops here.
 MAX_INTERACTIONS_READ = 10_000
@@ -70,8 +72,25 @@ class FeatureStore:
                     ids[start : start + batch_size], records[start : start + batch_size]
                 ):
                     pipeline.set(self.key(kind, entity_id), encode_record(record))
+                if kind == ITEM:
+                    pipeline.incr(self.generation_key)
                 pipeline.execute()
         return len(ids)
+
+    @property
+    def generation_key(self) -> str:
+        return f"{self.prefix}:{ITEMS_GENERATION}"
+
+    def items_generation(self) -> int:
+        """Return the item generation, a counter that every item write and
+        removal increments, so that item caches know when to empty."""
+        with self._errors("read the item generation"):
+            raw = self.client.get(self.generation_key)
+        return int(raw or 0)
+
+    def bump_items_generation(self) -> None:
+        with self._errors("increment the item generation"):
+            self.client.incr(self.generation_key)
 
     def write_interactions(
         self,
@@ -133,6 +152,18 @@ class FeatureStore:
                 self.client, [self.key(ITEM, item_id) for item_id in item_ids]
             )
 
+    def unknown_ids(self, kind: str, ids: Sequence[str]) -> list[str]:
+        """Return the ids among ``ids`` with no stored ``kind`` record, in order."""
+        unique = list(dict.fromkeys(ids))
+        unknown = []
+        with self._errors(f"look up {len(unique)} {kind}s"):
+            for start in range(0, len(unique), WRITE_BATCH):
+                batch = unique[start : start + WRITE_BATCH]
+                keys = [self.key(kind, entity_id) for entity_id in batch]
+                stored = get_many(self.client, keys)
+                unknown += [i for i, raw in zip(batch, stored) if raw is None]
+        return unknown
+
     def get_items(self, item_ids: Sequence[str]) -> list[dict[str, str] | None]:
         return [
             None if raw is None else json.loads(raw)
@@ -186,6 +217,19 @@ class FeatureStore:
             return sum(
                 1 for _ in self.client.scan_iter(self.key(kind, "*"), count=1000)
             )
+
+    def count_interactions(self) -> int:
+        """Count the stored interactions, one per user and item: the members
+        of every user's interaction set."""
+        with self._errors("count interactions"):
+            keys = list(self.client.scan_iter(self.key(INTERACTIONS, "*"), count=1000))
+            total = 0
+            for start in range(0, len(keys), WRITE_BATCH):
+                pipeline = self.client.pipeline(transaction=False)
+                for key in keys[start : start + WRITE_BATCH]:
+                    pipeline.zcard(key)
+                total += sum(pipeline.execute())
+        return total
 
     def read_hash(self, key: str) -> dict[bytes, bytes]:
         """Return the fields of the Redis hash ``key`` (empty when missing)."""

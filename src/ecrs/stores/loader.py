@@ -224,10 +224,13 @@ class ItemLoader:
             self.models.encoder.encode_items(ids, records)
         )
         write_started = time.perf_counter()
-        self.features.write(ITEM, ids, records)
+        # Vectors first: an item whose features are in Redis is one that
+        # serving may return, so a load killed between the two writes leaves
+        # no such item without its vector.
         self.vectors.write(
             self.collection, ids, vectors, replace=replace, records=records
         )
+        self.features.write(ITEM, ids, records)
         self.vector_seconds += write_started - compute_started
         self.write_seconds += time.perf_counter() - write_started
         self.processed += len(ids)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ from ecrs.stores.vector_store import VectorStore
 logger = logging.getLogger(__name__)
 
 VISIBLE_TIMEOUT_S = 30.0
+# Unknown ids an error message lists before it counts the rest.
+MAX_IDS_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class ItemChange:
 
     items: int
     collections: list[str]
+    # Ids asked for that were not stored, so nothing of theirs changed.
+    missing: list[str] = field(default_factory=list)
 
 
 class StoreUpdater:
@@ -76,10 +80,17 @@ class StoreUpdater:
         return ItemChange(len(item_ids), collections)
 
     def remove_items(self, item_ids: Sequence[str]) -> ItemChange:
-        """Remove items from Redis and from every live collection."""
+        """Remove items from Redis and from every live collection.
+
+        Ids with no features in Redis come back as ``missing``. Their vectors
+        are deleted all the same, in case an interrupted write left one.
+        """
+        stored = self.features.get_items_raw(list(item_ids))
+        missing = [item_id for item_id, raw in zip(item_ids, stored) if raw is None]
         keys = [self.features.key(ITEM, item_id) for item_id in item_ids]
         self.features.delete(*keys)
         self.features.record_item_changes(list(item_ids))
+        self.features.bump_items_generation()
         collections = []
         for version in self.live_versions():
             name = self.vectors.collection(version)
@@ -87,8 +98,9 @@ class StoreUpdater:
             collections.append(name)
         for name in collections:
             self._wait(name, item_ids, present=False)
-        logger.info("removed %d items from %s", len(item_ids), ", ".join(collections))
-        return ItemChange(len(item_ids), collections)
+        removed = len(item_ids) - len(missing)
+        logger.info("removed %d items from %s", removed, ", ".join(collections))
+        return ItemChange(removed, collections, missing)
 
     def upsert_users(
         self, user_ids: Sequence[str], records: Sequence[Mapping[str, Any]]
@@ -105,6 +117,27 @@ class StoreUpdater:
     def record_interactions(
         self, user_ids: Sequence[str], item_ids: Sequence[str], timestamps: Sequence[int]
     ) -> int:
+        """Append interactions to the users' histories.
+
+        Every user and item must be stored first: an interaction of an
+        unknown user would be kept where no request reads it, and one of an
+        unknown item would hide nothing. Raises ``DataError`` naming the
+        unknown ids, before anything is written.
+        """
+        for kind, ids, command in (
+            (USER, user_ids, "ecrs users upsert"),
+            (ITEM, item_ids, "ecrs items upsert"),
+        ):
+            unknown = self.features.unknown_ids(kind, ids)
+            if unknown:
+                shown = ", ".join(unknown[:MAX_IDS_SHOWN])
+                rest = len(unknown) - MAX_IDS_SHOWN
+                more = f" and {rest} more" if rest > 0 else ""
+                raise DataError(
+                    f"{len(unknown)} {kind} ids of the events are not stored: "
+                    f"{shown}{more}; add them with '{command}' first, or drop "
+                    "those events; no event was recorded"
+                )
         return self.features.write_interactions(user_ids, item_ids, timestamps)
 
     def live_versions(self) -> list[int]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -24,6 +25,8 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
+from pymilvus.client.prepare import Prepare
+from pymilvus.client.utils import check_status
 
 from ecrs.config import StoreConfig
 from ecrs.data.schema import EntityTable
@@ -44,9 +47,18 @@ DEADLINE_FACTOR = 2
 # Searches in flight at once per store; more wait for a free thread.
 SEARCH_THREADS = 8
 T = TypeVar("T")
-# Below this many items an exact (FLAT) search is as fast as HNSW and exact.
-# NOTE: the threshold is an estimate; the serving benchmark should settle it.
+# Up to this many items the collection gets an exact (FLAT) index, above it
+# IVF_FLAT. 'ecrs benchmark' chose FLAT at 10,000 items, where HNSW and IVF
+# missed recall@200 of 0.95, and IVF_FLAT at 100,000, where FLAT was slower
+# and HNSW (M=16) reached about 0.8: items with equal features have equal
+# vectors, which HNSW handles poorly.
+# NOTE: the crossover between 10,000 and 100,000 items was not measured.
 FLAT_INDEX_MAX_ITEMS = 20_000
+# Lists an IVF search probes. With 200 results, 'ecrs benchmark' measured
+# recall@200 0.995 at 5 ms p50 probing 125 of 4,000 lists (1,000,000 items),
+# where an eighth of the lists (500) gave 0.999 at 24 ms; at 100,000 items
+# (1,264 lists) 39 probes gave 0.930 and 158 gave 0.991.
+IVF_PROBES = 128
 
 
 @dataclass(frozen=True)
@@ -61,7 +73,33 @@ class Index:
     def for_size(cls, items: int) -> Index:
         if items <= FLAT_INDEX_MAX_ITEMS:
             return cls("FLAT", {}, {})
-        return cls("HNSW", {"M": 16, "efConstruction": 200}, {"ef": 256})
+        nlist = ivf_lists(items)
+        return cls(
+            "IVF_FLAT",
+            {"nlist": nlist},
+            default_search_params({"index_type": "IVF_FLAT", "nlist": nlist}, 0),
+        )
+
+
+def ivf_lists(items: int) -> int:
+    """Return an IVF list count of about 4 times the square root of ``items``,
+    the usual starting point, within Milvus's range of 1 to 65536."""
+    return int(min(65536, max(16, 4 * math.sqrt(items))))
+
+
+def default_search_params(index: Mapping[str, Any], limit: int) -> dict:
+    """Return serving's search parameters for an index (its type and build
+    parameters, as ``describe_index`` returns them) and a result limit.
+
+    HNSW returns at most ``ef`` results, so ``ef`` reaches the limit. IVF
+    probes ``IVF_PROBES`` lists, or every list of a smaller index.
+    """
+    index_type = index.get("index_type")
+    if index_type == "HNSW":
+        return {"ef": max(256, limit)}
+    if index_type == "IVF_FLAT":
+        return {"nprobe": max(1, min(IVF_PROBES, int(index.get("nlist") or 1024)))}
+    return {}
 
 
 def filter_columns(items: EntityTable) -> list[str]:
@@ -209,12 +247,50 @@ class VectorStore:
                     self.client.insert(name, rows)
 
     def finish(self, name: str, expected: int) -> int:
-        """Flush and load ``name``, wait until ``expected`` rows are searchable,
-        and return the row count."""
+        """Flush and load ``name``, wait until ``expected`` rows are searchable
+        and indexed, and return the row count."""
         with self._errors(f"flush {name}"):
             self.client.flush(name)
             self.client.load_collection(name)
-        return self.wait_visible(name, expected)
+        count = self.wait_visible(name, expected)
+        self.settle_index(name)
+        return count
+
+    def settle_index(self, name: str, timeout_s: float = 1800.0) -> None:
+        """Wait until the index of ``name`` covers every row, then load the
+        collection again, unless its index is FLAT.
+
+        Milvus 2.3 keeps serving a loaded segment without its new index for a
+        while after building it: the benchmark measured the same recall for
+        two IVF settings, as for a search that ignores the index. Releasing
+        and loading makes every search use the index. Call this before the
+        collection serves, since the release briefly takes it offline.
+        """
+        index_type = self.index_type(name)
+        if index_type in (None, "FLAT"):
+            return
+        started = time.monotonic()
+        self.wait_indexed(name, timeout_s=timeout_s)
+        with self._errors(f"reload {name}"):
+            self.client.release_collection(name)
+            self.client.load_collection(name)
+        logger.info(
+            "the %s index of %s covers every row and is loaded after %.1f s",
+            index_type,
+            name,
+            time.monotonic() - started,
+        )
+
+    def index_type(self, name: str) -> str | None:
+        """Return the vector index type of ``name``, None when it has none."""
+        with self._errors(f"describe the index of {name}"):
+            indexes = self.client.list_indexes(name, timeout=self.timeout_s)
+            if not indexes:
+                return None
+            described = self.client.describe_index(
+                name, index_name=indexes[0], timeout=self.timeout_s
+            )
+        return described.get("index_type")
 
     def wait_visible(self, name: str, expected: int, timeout_s: float = 60.0) -> int:
         """Block until a Strong count returns at least ``expected`` rows in ``name``;
@@ -229,6 +305,32 @@ class VectorStore:
         raise StackError(
             f"Milvus collection {name} shows {count} of {expected} vectors after "
             f"{timeout_s:.0f} s; check the Milvus log in the state folder"
+        )
+
+    def wait_indexed(self, name: str, timeout_s: float = 600.0) -> None:
+        """Block until the index of ``name`` covers every row.
+
+        Milvus builds indexes in the background after a flush, and searches
+        scan the rows not indexed yet, so a load returns before the index is
+        complete. Raises ``StackError`` after ``timeout_s`` seconds.
+        """
+        deadline = time.monotonic() + timeout_s
+        described: dict = {}
+        while time.monotonic() < deadline:
+            with self._errors(f"describe the index of {name}"):
+                indexes = self.client.list_indexes(name, timeout=self.timeout_s)
+                if not indexes:
+                    return
+                described = self.client.describe_index(
+                    name, index_name=indexes[0], timeout=self.timeout_s
+                )
+            if described.get("pending_index_rows", 0) == 0:
+                return
+            time.sleep(1.0)
+        raise StackError(
+            f"Milvus collection {name} has {described.get('indexed_rows')} of "
+            f"{described.get('total_rows')} rows indexed after {timeout_s:.0f} s; "
+            "check the Milvus log in the state folder"
         )
 
     def count(self, name: str) -> int:
@@ -277,18 +379,27 @@ class VectorStore:
         if search_params is None:
             search_params = self.search_params(name, limit)
         with self._errors(f"search {name}"):
-            hits = self.client.search(
+            request = Prepare.search_requests_with_expr(
                 name,
-                data=[vector.astype(np.float32).tolist()],
-                filter=expression,
-                limit=limit,
+                [vector.astype(np.float32).tolist()],
+                VECTOR_FIELD,
+                {"metric_type": "IP", "params": search_params},
+                limit,
+                expr=expression or None,
                 output_fields=[],
-                search_params={"metric_type": "IP", "params": search_params},
                 consistency_level="Bounded",
-                timeout=self.timeout_s,
-            )[0]
-        ids = [hit["id"] for hit in hits]
-        scores = np.asarray([hit["distance"] for hit in hits], dtype=np.float32)
+            )
+            # NOTE: this calls pymilvus 2.5's gRPC stub directly, past
+            # MilvusClient.search, which builds one Python object per hit:
+            # about 1 ms of CPU for 200 hits on a 2-core machine. The request
+            # is the one MilvusClient.search builds, and the connection keeps
+            # its credentials; a newer pymilvus may move these internals.
+            stub = self.client._get_connection()._stub
+            response = stub.Search(request, timeout=self.timeout_s)
+            check_status(response.status)
+        results = response.results
+        ids = list(results.ids.str_id.data)
+        scores = np.asarray(results.scores, dtype=np.float32)
         return ids, scores
 
     def filter_fields(self, name: str) -> list[str]:
@@ -322,12 +433,10 @@ class VectorStore:
                     else {}
                 )
             self._search_params[name] = {
-                "index_type": described.get("index_type", "FLAT")
+                "index_type": described.get("index_type", "FLAT"),
+                "nlist": described.get("nlist"),
             }
-        if self._search_params[name]["index_type"] == "HNSW":
-            # HNSW returns at most ef results, so ef must reach the limit.
-            return {"ef": max(256, limit)}
-        return {}
+        return default_search_params(self._search_params[name], limit)
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
         """Delete the rows of ``ids`` from ``name``; absent ids are ignored."""
@@ -378,15 +487,45 @@ class VectorStore:
         self._filter_fields.pop(name, None)
         self._search_params.pop(name, None)
 
-    def ping(self, name: str) -> None:
-        """Raise UnavailableError unless Milvus responds and has collection ``name``.
+    def load_state(self, name: str) -> str:
+        """Return the load state of ``name``: Loaded, Loading, NotLoad or NotExist.
 
-        The lookup runs under the same deadline as a search.
+        Any Milvus error means Milvus cannot serve ``name`` now, so it raises
+        UnavailableError. Measured: with Milvus stopped, pymilvus 2.5 raised
+        a MilvusException without a code or message here.
         """
-        if not self._within_deadline(f"look up {name}", self.has_collection, name):
+        try:
+            with self._errors(f"look up {name}"):
+                state = self.client.get_load_state(name, timeout=self.timeout_s)
+        except MilvusException as exc:
+            self._client = None
+            raise UnavailableError(
+                f"Milvus at {self.address} failed to report the load state of "
+                f"{name} ({exc!r}); check that Milvus is running ('ecrs stack status')",
+                service="milvus",
+            ) from exc
+        return str(getattr(state["state"], "name", state["state"]))
+
+    def ping(self, name: str) -> None:
+        """Raise UnavailableError unless Milvus responds and has collection
+        ``name`` loaded, so that it serves searches.
+
+        The lookup runs under the same deadline as a search. After a restart,
+        Milvus 2.3.5 lists a collection while it is still loading it, and
+        searches then time out (measured: for about 20 s).
+        """
+        state = self._within_deadline(f"look up {name}", self.load_state, name)
+        if state == "NotExist":
             raise UnavailableError(
                 f"Milvus at {self.address} has no collection {name}; load the "
                 "stores for the served version with 'ecrs load'",
+                service="milvus",
+            )
+        if state != "Loaded":
+            raise UnavailableError(
+                f"Milvus at {self.address} has not loaded collection {name} "
+                f"(state {state}); Milvus loads its collections again after a "
+                "restart, so retry in a few seconds",
                 service="milvus",
             )
 
@@ -408,6 +547,13 @@ class VectorStore:
                     "version with 'ecrs load'",
                     service="milvus",
                 ) from exc
+            if _is_not_loaded(exc):
+                raise UnavailableError(
+                    f"Milvus at {self.address} has not loaded the collection "
+                    f"({action}): {exc.message}; Milvus loads its collections "
+                    "again after a restart, so retry in a few seconds",
+                    service="milvus",
+                ) from exc
             if _is_auth_error(exc):
                 raise self._credentials_error(action, exc.message) from exc
             if _is_connection_error(exc):
@@ -417,7 +563,26 @@ class VectorStore:
                     "check that Milvus is running ('ecrs stack status')",
                     service="milvus",
                 ) from exc
+            if _is_transient(exc):
+                raise UnavailableError(
+                    f"Milvus at {self.address} cannot serve this now ({action}): "
+                    f"{exc.message} (Milvus error code {exc.code}); it is starting, "
+                    "recovering or overloaded, so retry in a few seconds",
+                    service="milvus",
+                ) from exc
             raise
+        except ValueError as exc:
+            # gRPC raises this for a call on a channel that another thread
+            # closed while reconnecting. The search calls the stub directly,
+            # so pymilvus does not wrap it.
+            if "closed channel" not in str(exc).lower():
+                raise
+            self._client = None
+            raise UnavailableError(
+                f"Milvus at {self.address} is unavailable ({action}): {exc}; "
+                "check that Milvus is running ('ecrs stack status')",
+                service="milvus",
+            ) from exc
         except grpc.RpcError as exc:
             # pymilvus lets gRPC errors of its connection set-up through as they are.
             self._client = None
@@ -444,9 +609,37 @@ def _is_missing_collection(exc: MilvusException) -> bool:
     return "collection" in text and ("not found" in text or "not exist" in text)
 
 
+def _is_not_loaded(exc: MilvusException) -> bool:
+    """Return whether ``exc`` reports a collection that exists but is not
+    loaded, the error of Milvus 2.3.5 searches for a few seconds after a
+    restart."""
+    return "not loaded" in str(exc.message).lower()
+
+
 def _is_auth_error(exc: MilvusException) -> bool:
     text = str(exc.message).lower()
     return "auth" in text or "credential" in text or "password" in text
+
+
+# Milvus's error codes (pkg/util/merr/errors.go) carry this flag where Milvus
+# marks the error retriable: service not ready or unavailable, request or
+# rate limit, collection not fully loaded.
+RETRYABLE_FLAG = 1 << 16
+# Codes without the flag that a restarting Milvus also returns for a few
+# seconds: collection not loaded (101), replica not available (401), channel
+# not found, lacking or not available (500, 501, 503), segment not loaded or
+# lacking (601, 602), and query node not found, offline, lacking, not
+# matching or not available (901 to 905).
+PASSING_CODES = frozenset({101, 401, 500, 501, 503, 601, 602, *range(901, 906)})
+
+
+def _is_transient(exc: MilvusException) -> bool:
+    """Return whether Milvus's error code means the same request can succeed
+    later. pymilvus's own exceptions carry code 1 without the flag, so they
+    never count."""
+    code = int(exc.code)
+    return bool(code & RETRYABLE_FLAG) or code in PASSING_CODES
+
 
 
 def _is_connection_error(exc: MilvusException) -> bool:

@@ -21,6 +21,7 @@ import json
 import numpy as np
 import onnxruntime
 import triton_python_backend_utils as pb_utils
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from ecrs.errors import InvalidInputError
 from ecrs.stack.onnx_batching import (
@@ -48,7 +49,9 @@ class TritonPythonModel:
         self.session = onnxruntime.InferenceSession(
             str(path), sess_options=options, providers=["CPUExecutionProvider"]
         )
-        self.runner = build_runner(self.model_name, config, self.session)
+        self.runner = build_runner(
+            self.model_name, config, self.session, input_errors=(InvalidArgument,)
+        )
         self.input_names = [spec.name for spec in self.runner.inputs]
         pb_utils.Logger.log_info(
             f"model {self.model_name!r} version {args['model_version']}: loaded "
