@@ -92,3 +92,15 @@ class RolloutError(EcrsError):
 
 class StackError(EcrsError):
     """A local server failed to start, become ready or stop."""
+
+
+def internal_error_message(exc: BaseException, request_id: str) -> str:
+    """Return the message a request gets for an exception ECRS did not expect.
+
+    It gives the exception's type and text, not its repr: pymilvus's
+    exceptions keep their code and message out of repr().
+    """
+    return (
+        f"internal error ({type(exc).__name__}): {exc}; the traceback of "
+        f"request {request_id} is in Triton's log"
+    )

@@ -6,7 +6,7 @@ from pymilvus import MilvusException
 from pymilvus.exceptions import ParamError
 
 from ecrs.config import StoreConfig
-from ecrs.errors import UnavailableError
+from ecrs.errors import UnavailableError, internal_error_message
 from ecrs.stores.feature_store import FeatureStore, encode_record
 from ecrs.stores.loader import fingerprint
 from ecrs.stores.vector_store import (
@@ -98,12 +98,59 @@ def test_collection_not_loaded_is_unavailable():
     assert info.value.service == "milvus"
 
 
-def test_other_milvus_errors_propagate():
+def test_milvus_parameter_errors_propagate():
+    """A parameter error means ECRS built a wrong request: a defect, not an
+    outage."""
     store = VectorStore(StoreConfig())
     with pytest.raises(MilvusException):
-        milvus_error(store, "invalid expression")
-    with pytest.raises(MilvusException):
         milvus_error(store, "invalid parameter[expr=bad]", code=1100)
+    with pytest.raises(MilvusException):
+        milvus_error(store, "missing parameter[field=vector]", code=1101)
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (5, "service internal error: tsafe not ready"),
+        (65535, "unexpected error: search failed"),
+        (0, "legacy status of a shard leader"),
+        (3, "memory quota exceeded[limit=4GB]"),
+    ],
+)
+def test_milvus_failing_a_valid_request_is_unavailable(code, message):
+    """Any other code from Milvus is Milvus failing, so the caller gets
+    UNAVAILABLE naming Milvus, its code and message, without the promise
+    that a few seconds fix it."""
+    store = VectorStore(StoreConfig())
+    with pytest.raises(UnavailableError, match=f"error code {code}\\)") as info:
+        milvus_error(store, message, code=code)
+    assert message in str(info.value)
+    assert "few seconds" not in str(info.value)
+    assert info.value.service == "milvus"
+
+
+def test_unexpected_milvus_error_keeps_code_and_message_for_the_caller():
+    """repr() of a pymilvus exception is "MilvusException()"; the request's
+    internal error message must still say what Milvus answered."""
+    exc = MilvusException(code=1, message="Unexpected error, message=<boom>")
+    message = internal_error_message(exc, "r-17")
+    assert "MilvusException" in message
+    assert "code=1" in message
+    assert "Unexpected error, message=<boom>" in message
+    assert "r-17" in message
+
+
+def test_milvus_retries_run_out_is_unavailable():
+    """pymilvus's retry decorator gives up on gRPC errors with gRPC's code
+    method as the code."""
+    store = VectorStore(StoreConfig())
+    for message in (
+        "[search] Retry timeout: 4s, message=busy",
+        "[search] Retry run out of 3 retry times, message=busy",
+    ):
+        with pytest.raises(UnavailableError, match="Milvus at") as info:
+            milvus_error(store, message, code=print)
+        assert info.value.service == "milvus"
 
 
 @pytest.mark.parametrize(
@@ -134,12 +181,6 @@ def test_pymilvus_argument_error_is_not_transient():
         raise ParamError(message="wrong type of limit")
     with pytest.raises(MilvusException):
         milvus_error(store, "Unexpected error, message=<list index out of range>", 1)
-
-
-def test_milvus_over_its_memory_limit_is_not_transient():
-    store = VectorStore(StoreConfig())
-    with pytest.raises(MilvusException):
-        milvus_error(store, "memory quota exceeded[limit=4GB]", code=3)
 
 
 def test_search_on_a_closed_channel_is_unavailable():

@@ -26,7 +26,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from ecrs.config import StoreConfig
-from ecrs.errors import EcrsError, ModelError
+from ecrs.errors import EcrsError, ModelError, internal_error_message
 from ecrs.serving.health import (
     PROBE_INTERVAL_S,
     STORE_UP_METRIC,
@@ -175,7 +175,8 @@ class ServedPythonModel:
             )
             return pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(
-                    f"internal error: {exc!r}", pb_utils.TritonError.INTERNAL
+                    internal_error_message(exc, request_id),
+                    pb_utils.TritonError.INTERNAL,
                 )
             )
         self.stage_metrics.observe(self.model.picked_version, self.model.timer.last())

@@ -570,7 +570,14 @@ class VectorStore:
                     "recovering or overloaded, so retry in a few seconds",
                     service="milvus",
                 ) from exc
-            raise
+            if _is_request_fault(exc):
+                raise
+            raise UnavailableError(
+                f"Milvus at {self.address} failed ({action}): {exc.message} "
+                f"(Milvus error code {exc.code}); check Milvus's log and "
+                "'ecrs stack status', then retry",
+                service="milvus",
+            ) from exc
         except ValueError as exc:
             # gRPC raises this for a call on a channel that another thread
             # closed while reconnecting. The search calls the stub directly,
@@ -633,13 +640,43 @@ RETRYABLE_FLAG = 1 << 16
 PASSING_CODES = frozenset({101, 401, 500, 501, 503, 601, 602, *range(901, 906)})
 
 
+# pymilvus marks the exceptions it raises itself with this code; Milvus
+# sends code 1 only with the retriable flag.
+PYMILVUS_CODE = 1
+# Milvus's codes for an invalid or missing request parameter.
+PARAMETER_CODES = range(1100, 1200)
+
+
+def _error_code(exc: MilvusException) -> int | None:
+    """Return the integer error code of ``exc``, or None where it has none.
+
+    When its retries on gRPC errors run out, pymilvus's retry decorator
+    passes gRPC's ``code`` method, not its value.
+    """
+    return exc.code if isinstance(exc.code, int) else None
+
+
 def _is_transient(exc: MilvusException) -> bool:
     """Return whether Milvus's error code means the same request can succeed
     later. pymilvus's own exceptions carry code 1 without the flag, so they
     never count."""
-    code = int(exc.code)
+    code = _error_code(exc)
+    if code is None:
+        return False
     return bool(code & RETRYABLE_FLAG) or code in PASSING_CODES
 
+
+def _is_request_fault(exc: MilvusException) -> bool:
+    """Return whether ``exc`` blames the request ECRS built, not Milvus.
+
+    pymilvus's own checks and Milvus's parameter codes do: such an error is
+    a defect in ECRS and stays an internal error. Any other code means
+    Milvus failed a valid request, which callers see as Milvus unavailable.
+    A Milvus restarting under load can return codes not listed as
+    transient, and statuses in Milvus's legacy form carry code 0.
+    """
+    code = _error_code(exc)
+    return code == PYMILVUS_CODE or code in PARAMETER_CODES
 
 
 def _is_connection_error(exc: MilvusException) -> bool:
