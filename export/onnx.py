@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-import paddle
 import paddle2onnx.utils as paddle2onnx_utils
 import polygraphy.config
 from polygraphy.logger import G_LOGGER
 from paddle.static import InputSpec
 
 from ecrs.errors import ExportError
+from ecrs.paddle_runtime import paddle
 
 logger = logging.getLogger(__name__)
 

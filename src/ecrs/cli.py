@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,7 +78,10 @@ def _add_faults_command(subparsers: argparse._SubParsersAction) -> None:
     faults.add_argument(
         "--short",
         action="store_true",
-        help="the CI version: a 3-minute soak and shorter observation windows",
+        help=(
+            "the CI version: a 3-minute soak, shorter observation windows and "
+            "no hostile requests (the test suite fuzzes the models itself)"
+        ),
     )
     faults.add_argument(
         "--concurrency", type=_positive_int, default=8, help="requests in flight (default 8)"
@@ -558,10 +563,14 @@ def _positive_int(text: str) -> int:
 
 def _int_list(text: str) -> tuple[int, ...]:
     """Parse a comma-separated list of positive integers, such as 1,2,4."""
-    values = tuple(_positive_int(part.strip()) for part in text.split(",") if part.strip())
-    if not values:
+    parts = [part.strip() for part in text.split(",")]
+    if not any(parts):
         raise argparse.ArgumentTypeError(f"{text!r} has no values; pass a list such as 1,2,4")
-    return values
+    if not all(parts):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has an empty entry; pass a list such as 1,2,4"
+        )
+    return tuple(_positive_int(part) for part in parts)
 
 
 def _non_negative_int(text: str) -> int:
@@ -590,6 +599,26 @@ def stack_config(args: argparse.Namespace) -> StackConfig:
     return StackConfig(state_dir=state_dir, ports=ports)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as Ctrl-C is so that a command stops what it started."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def handle_termination() -> None:
+    """Make SIGTERM unwind the command like Ctrl-C: a command that started
+    servers of its own (the fault suite, the benchmark) stops them.
+
+    Paddle replaces this handler when it is imported; ``ecrs.paddle_runtime``
+    puts it back. Python installs handlers from the main thread only, so a
+    caller running ``main`` in another thread keeps its own.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -597,11 +626,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    handle_termination()
     try:
         return args.handler(args, stack_config(args)) or 0
     except EcrsError as exc:
         print(f"ecrs: error: {exc}", file=sys.stderr)
         return 1
+    except Terminated:
+        print("ecrs: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("ecrs: interrupted", file=sys.stderr)
         return 130

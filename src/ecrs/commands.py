@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -315,11 +316,13 @@ def run_benchmark(args: argparse.Namespace, stack: StackConfig) -> int:
         raise ConfigError(
             f"--reference-seconds is {args.reference_seconds}; pass a positive number"
         )
-    check_benchmark_sizes(args.items, args.levers)
+    check_benchmark_sizes(args.items, args.levers, BenchmarkSettings.candidates)
+    work_dir = (args.work_dir or stack.state_dir / "benchmark").resolve()
+    check_work_dir(work_dir)
     settings = BenchmarkSettings(
         sizes=args.items,
         concurrencies=args.concurrency,
-        work_dir=(args.work_dir or stack.state_dir / "benchmark").resolve(),
+        work_dir=work_dir,
         users=args.users,
         interactions=args.interactions,
         dim=args.dim,
@@ -343,8 +346,17 @@ def run_benchmark(args: argparse.Namespace, stack: StackConfig) -> int:
     return 0
 
 
-def check_benchmark_sizes(items: Sequence[int], levers: Sequence[int]) -> None:
-    """Reject a size given twice and lever sizes that are not measured."""
+def check_benchmark_sizes(
+    items: Sequence[int], levers: Sequence[int], candidates: int
+) -> None:
+    """Reject a size given twice, one smaller than the candidates each request
+    asks for, and lever sizes that are not measured."""
+    small = [size for size in items if size < candidates]
+    if small:
+        raise ConfigError(
+            f"--items {', '.join(map(str, small))} is below {candidates}, the "
+            f"candidates each benchmark request asks for; pass {candidates} or more"
+        )
     repeated = sorted({size for size in items if list(items).count(size) > 1})
     if repeated:
         raise ConfigError(
@@ -356,6 +368,23 @@ def check_benchmark_sizes(items: Sequence[int], levers: Sequence[int]) -> None:
         raise ConfigError(
             f"--levers {', '.join(map(str, unmeasured))} is not among --items "
             f"{','.join(map(str, items))}; add it to --items or leave it out"
+        )
+
+
+def check_work_dir(folder: Path) -> None:
+    """Raise ConfigError unless ``folder`` exists or can be created, and is
+    writable, before the benchmark builds anything in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"the benchmark's work folder {folder} cannot be created "
+            f"({exc.strerror}); pass --work-dir naming a writable folder"
+        ) from exc
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(
+            f"the benchmark's work folder {folder} is not writable; pass "
+            "--work-dir naming a writable folder"
         )
 
 

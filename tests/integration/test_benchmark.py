@@ -7,8 +7,10 @@ complete report; it asserts no timings.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,8 @@ import tritonclient.grpc as grpcclient
 from ecrs.benchmark import levers
 from ecrs.serving.layout import RECOMMEND
 from ecrs.serving.stages import STAGES
+from ecrs.stack.launcher import stack_status
+from ecrs.stack.running import nested_stacks
 
 pytestmark = pytest.mark.integration
 
@@ -81,3 +85,49 @@ def test_lever_reloads_and_restores_config(stack, loaded, client, small_dataset)
         restored = triton.get_model_config(RECOMMEND, as_json=True)["config"]
     assert [group["count"] for group in changed["instance_group"]] == [1]
     assert restored["instance_group"] == served["instance_group"]
+
+
+def running_servers(state_dir: Path) -> dict[Path, list[str]]:
+    """Return the running servers of each stack below ``state_dir``."""
+    found = {}
+    for folder in nested_stacks(state_dir):
+        names = [status.name for status in stack_status(folder) if status.running]
+        if names:
+            found[folder] = names
+    return found
+
+
+def test_sigterm_stops_the_servers_the_command_started(tmp_path):
+    """A benchmark stopped with SIGTERM, as a scheduler or `timeout` stops
+    it, stops its private stack as Ctrl-C does. Paddle, imported by the
+    command for training, must not replace that handling with its own."""
+    state = tmp_path / "state"
+    command = subprocess.Popen(
+        [
+            ECRS, "--state-dir", str(state), "benchmark",
+            "--items", str(ITEMS), "--users", "300", "--interactions", "5000",
+            "--dim", "16", "--concurrency", "1", "--requests", "50",
+            "--measurement-ms", "60000", "--reference-seconds", "60",
+            "--ann-queries", "20", "--report", str(tmp_path / "benchmark.md"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 480
+        while "triton" not in sum(running_servers(state).values(), []):
+            assert command.poll() is None, command.communicate()
+            assert time.monotonic() < deadline, "the stack never started"
+            time.sleep(1)
+        command.send_signal(signal.SIGTERM)
+        stdout, stderr = command.communicate(timeout=300)
+        assert command.returncode == 128 + signal.SIGTERM, stdout[-2000:] + stderr[-3000:]
+        assert "ecrs: terminated" in stderr
+        assert "FatalError" not in stderr
+        assert running_servers(state) == {}
+    finally:
+        if command.poll() is None:
+            command.kill()
+        for folder in running_servers(state):
+            subprocess.run([ECRS, "--state-dir", str(folder), "stack", "stop"], check=False)

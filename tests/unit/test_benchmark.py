@@ -13,6 +13,7 @@ from ecrs.benchmark.inputs import as_arrays, build_requests, write_input_data
 from ecrs.benchmark.measures import stage_summary, summarize_latencies
 from ecrs.benchmark.perf import parse_perf_csv, request_count
 from ecrs.benchmark.reference import served_parameters
+from ecrs.cli import main
 from ecrs.commands import check_benchmark_sizes
 from ecrs.errors import ConfigError
 from ecrs.serving.stages import HISTOGRAM_BUCKETS_S, METRIC_FAMILY, STAGES
@@ -327,7 +328,9 @@ def test_targets_use_the_hundred_thousand_size():
     first = by_name["p50 at concurrency 1"]
     assert first.value == pytest.approx(4.0)
     assert first.met
-    assert by_name["that throughput over the reference's, one request at a time"].met
+    versus_reference = next(name for name in by_name if name.startswith("that throughput"))
+    assert "concurrency 1" in versus_reference
+    assert by_name[versus_reference].met
 
 
 def test_missed_target_says_by_how_much():
@@ -405,9 +408,49 @@ def test_index_type_short_of_recall_is_named():
     assert "FLAT reached" not in text
 
 
+def test_index_table_marks_the_rows_serving_could_use():
+    """A faster row with other search parameters is shown but not chosen,
+    and the table says which rows were candidates."""
+    size = size_result(10_000)
+    chosen = size["index"]["chosen"]
+    faster = {**chosen, "label": "HNSW (ef=512)", "p50_ms": 0.1, "served": False}
+    size["index"]["measured"].append(faster)
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2].strip()
+        for line in report.index_table(size).splitlines()
+        if line.startswith("| ") and "recall@200" not in line
+    }
+    assert rows[f"{chosen['label']} (chosen)"] == "yes"
+    assert rows["HNSW (ef=512)"] == ""
+
+
 def test_benchmark_sizes_are_checked_before_the_run():
-    check_benchmark_sizes([10_000, 100_000], [100_000])
+    check_benchmark_sizes([10_000, 100_000], [100_000], 200)
     with pytest.raises(ConfigError, match="--items lists 3000 more than once"):
-        check_benchmark_sizes([3000, 3000], [])
+        check_benchmark_sizes([3000, 3000], [], 200)
     with pytest.raises(ConfigError, match="--levers 5000 is not among --items 3000"):
-        check_benchmark_sizes([3000], [5000])
+        check_benchmark_sizes([3000], [5000], 200)
+    with pytest.raises(ConfigError, match="--items 1, 150 is below 200, the candidates"):
+        check_benchmark_sizes([1, 150, 2000], [], 200)
+
+
+def test_benchmark_list_with_an_empty_entry_is_rejected(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["benchmark", "--items", "1000,,2000"])
+    assert info.value.code == 2
+    assert "'1000,,2000' has an empty entry" in capsys.readouterr().err
+
+
+def test_benchmark_work_dir_that_cannot_be_made_is_one_line_error(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code = main(
+        ["--state-dir", str(tmp_path / "state"), "benchmark", "--items", "2000",
+         "--work-dir", str(blocker / "work")]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("ecrs: error: the benchmark's work folder")
+    assert str(blocker / "work") in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "state").exists()

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from ecrs.faults.fuzz import FuzzResult
-from ecrs.faults.report import failures_per_second_lines, fuzz_data, pass_rules, verdict
+from ecrs.faults.report import (
+    failures_per_second_lines,
+    format_page,
+    fuzz_data,
+    machine,
+    pass_rules,
+    verdict,
+)
 from ecrs.faults.run import FuzzSummary
 
 
@@ -58,3 +66,18 @@ def test_pass_rules_state_the_bounds_in_force():
     assert "fail within 5 s" in rules
     assert "within 10 s of" in rules
     assert "Request for unknown model" in rules
+
+
+def test_page_names_the_cpu_and_versions():
+    """The page, rendered from the published run's figures with this
+    machine's description, lists the CPU, the server versions and the
+    Python packages, as the benchmark's page does."""
+    published = Path(__file__).parents[2] / "docs" / "faults.json"
+    data = json.loads(published.read_text())
+    data["machine"] = machine()
+    page = format_page(data, "faults.png")
+    section = page.split("## Machine and versions", 1)[1]
+    assert f"- CPU: {data['machine']['cpu']}, {data['machine']['cores']} cores" in section
+    assert "tritonserver 2.51.0" in section
+    assert "pymilvus " in section
+    assert data["machine"]["memory_gib"] > 0

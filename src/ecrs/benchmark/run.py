@@ -10,12 +10,8 @@ run. Memory is read from ``/proc`` and from Redis.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import logging
-import os
-import platform
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,10 +29,10 @@ from ecrs.benchmark.reference import ReferencePipeline
 from ecrs.benchmark.stack import ServingStack, server_rss_bytes, serving_stack
 from ecrs.client.client import RecommendClient
 from ecrs.config import StackConfig
-from ecrs.errors import EcrsError, UnavailableError
+from ecrs.errors import UnavailableError
 from ecrs.serving.layout import DEEPFM_RANK, RECOMMEND, USER_TOWER
 from ecrs.serving.recommender import USER_FEATURES_INPUT, USER_ID_INPUT
-from ecrs.stack.redis_server import find_redis_server
+from ecrs.stack.machine import describe_machine
 from ecrs.stores.feature_store import ITEM, FeatureStore
 from ecrs.stores.vector_store import VectorStore
 from ecrs.training.data import entity_records
@@ -109,7 +105,7 @@ def run_benchmark(
     """
     run: dict[str, Any] = {
         "settings": settings_dict(settings),
-        "machine": machine(),
+        "machine": describe_machine(),
         "sizes": [],
     }
     for items in settings.sizes:
@@ -384,47 +380,3 @@ def settings_dict(settings: BenchmarkSettings) -> dict[str, Any]:
         "ann_queries": settings.ann_queries,
         "seed": settings.seed,
     }
-
-
-def machine() -> dict[str, Any]:
-    """Describe the machine and the versions of the servers and libraries."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for package in ("nvidia-pytriton", "milvus", "pymilvus", "redis", "onnxruntime",
-                    "tritonclient", "numpy"):  # fmt: skip
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "system": f"{platform.system()} {platform.release()}",
-        "date": time.strftime("%Y-%m-%d"),
-        "tritonserver": "2.51.0 (nvidia-pytriton 0.7.0)",
-        "redis_server": redis_server_version(),
-        "milvus_server": "2.3.5 standalone",
-        "versions": versions,
-    }
-
-
-def redis_server_version() -> str:
-    try:
-        output = subprocess.run(
-            [str(find_redis_server()), "--version"],
-            capture_output=True, text=True, timeout=10,
-        ).stdout  # fmt: skip
-    except (EcrsError, OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    for part in output.split():
-        if part.startswith("v="):
-            return part[2:]
-    return output.strip() or "unknown"

@@ -313,7 +313,8 @@ def settings_summary(
 def machine_summary() -> dict[str, Any]:
     """Return the CPU, core count and library versions the run used."""
     import onnxruntime
-    import paddle
+
+    from ecrs.paddle_runtime import paddle
 
     return {
         "cpu": _cpu_model(),

@@ -19,17 +19,19 @@ from ecrs.faults.run import PAST_BOUND_S, FuzzSummary, SuitePlan, SuiteResult
 from ecrs.faults.scenarios import PAUSED_ERROR_BOUND_S
 from ecrs.faults.soak import RSS_GROWTH_MIN_MIB, RSS_GROWTH_SHARE, SHM_GROWTH_MAX_MIB
 from ecrs.faults.timeline import DEADLINE_SLACK_S, per_second
+from ecrs.stack.machine import describe_machine, format_machine
 
 
 def machine() -> dict[str, Any]:
-    """Describe the machine the suite ran on: cores, memory, load at the end."""
+    """Describe the machine the suite ran on: CPU, versions, memory and the
+    load at the end."""
     memory_kib = 0
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
             memory_kib = int(line.split()[1])
     return {
+        **describe_machine(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "cores": os.cpu_count(),
         "memory_gib": round(memory_kib / 2**20, 1),
         "load_average": [round(value, 1) for value in os.getloadavg()],
     }
@@ -245,6 +247,8 @@ def format_page(data: dict[str, Any], figure_name: str) -> str:
     lines += ["", "## Faults", "", *fault_table(data), ""]
     lines += restart_lines(data["restart"])
     lines += fuzz_lines(data["fuzz"])
+    if "cpu" in host:  # pages of runs before the CPU was recorded have none
+        lines += ["", "## Machine and versions", "", format_machine(host).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 

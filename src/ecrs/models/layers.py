@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import paddle
 from paddle import nn
+
+from ecrs.paddle_runtime import paddle
 
 
 class FieldEmbedding(nn.Layer):

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
 from ecrs.models.layers import FieldEmbedding, mlp
+from ecrs.paddle_runtime import paddle
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,12 +12,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paddle
-
 from ecrs.errors import DataError
 from ecrs.features.encoder import FeatureEncoder
 from ecrs.models.deepfm import DeepFM, DeepFMConfig
 from ecrs.models.two_tower import TowerConfig, TwoTower
+from ecrs.paddle_runtime import paddle
 from ecrs.serving.scoring import Scoring
 
 TWO_TOWER = "two_tower"

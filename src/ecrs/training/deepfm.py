@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import paddle
 import paddle.nn.functional as F
 
 from ecrs.models.deepfm import DeepFM, DeepFMConfig
+from ecrs.paddle_runtime import paddle
 from ecrs.training.data import EncodedData
 from ecrs.training.loop import adam, apply_gradients, log_epoch
 

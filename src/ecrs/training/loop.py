@@ -6,7 +6,8 @@ import logging
 import time
 
 import numpy as np
-import paddle
+
+from ecrs.paddle_runtime import paddle
 
 logger = logging.getLogger(__name__)
 

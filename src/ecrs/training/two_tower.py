@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import paddle
 import paddle.nn.functional as F
 
 from ecrs.features.encoder import OOV_ID
 from ecrs.models.two_tower import TwoTower, tower_config
+from ecrs.paddle_runtime import paddle
 from ecrs.training.data import EncodedData
 from ecrs.training.loop import adam, apply_gradients, log_epoch
 
