@@ -568,7 +568,7 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} has no values; pass a list such as 1,2,4")
     if not all(parts):
         raise argparse.ArgumentTypeError(
-            f"{text!r} has an empty entry; pass a list such as 1,2,4"
+            f"{text!r} has an empty entry; remove the extra comma"
         )
     return tuple(_positive_int(part) for part in parts)
 
@@ -599,24 +599,40 @@ def stack_config(args: argparse.Namespace) -> StackConfig:
     return StackConfig(state_dir=state_dir, ports=ports)
 
 
+# Signals that end a command the way Ctrl-C does: a scheduler's or
+# `timeout`'s SIGTERM, and SIGHUP from a closed terminal.
+TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised as Ctrl-C is so that a command stops what it started."""
+    """SIGTERM or SIGHUP, raised as Ctrl-C is so that a command stops what
+    it started; ``signum`` is the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
+    # Further signals of this kind would cut the stopping of servers short.
+    for other in TERMINATING_SIGNALS:
+        signal.signal(other, signal.SIG_IGN)
+    raise Terminated(signum)
 
 
 def handle_termination() -> None:
-    """Make SIGTERM unwind the command like Ctrl-C: a command that started
-    servers of its own (the fault suite, the benchmark) stops them.
+    """Make SIGTERM and SIGHUP unwind the command like Ctrl-C: a command
+    that started servers of its own (the fault suite, the benchmark) stops
+    them.
 
-    Paddle replaces this handler when it is imported; ``ecrs.paddle_runtime``
-    puts it back. Python installs handlers from the main thread only, so a
-    caller running ``main`` in another thread keeps its own.
+    Paddle replaces these handlers when it is imported;
+    ``ecrs.paddle_runtime`` puts them back. Python installs handlers from
+    the main thread only, so a caller running ``main`` in another thread
+    keeps its own.
     """
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+        for signum in TERMINATING_SIGNALS:
+            signal.signal(signum, _terminate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -632,9 +648,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EcrsError as exc:
         print(f"ecrs: error: {exc}", file=sys.stderr)
         return 1
-    except Terminated:
-        print("ecrs: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
+    except Terminated as exc:
+        print(f"ecrs: stopped by {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("ecrs: interrupted", file=sys.stderr)
         return 130

@@ -16,6 +16,10 @@ import paddle
 
 __all__ = ["paddle"]
 
+# The signals whose Python handlers survive the import: those ``ecrs`` uses
+# to stop the servers a command started.
+KEPT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
 
 def keep_python_signal_handlers() -> None:
     """Replace Paddle's C++ signal handlers with the Python ones in force.
@@ -25,10 +29,11 @@ def keep_python_signal_handlers() -> None:
     """
     if threading.current_thread() is not threading.main_thread():
         return
-    handler = signal.getsignal(signal.SIGTERM)
+    handlers = {signum: signal.getsignal(signum) for signum in KEPT_SIGNALS}
     paddle.disable_signal_handler()
-    if handler is not None:
-        signal.signal(signal.SIGTERM, handler)
+    for signum, handler in handlers.items():
+        if handler is not None:
+            signal.signal(signum, handler)
 
 
 keep_python_signal_handlers()

@@ -123,7 +123,7 @@ def test_sigterm_stops_the_servers_the_command_started(tmp_path):
         command.send_signal(signal.SIGTERM)
         stdout, stderr = command.communicate(timeout=300)
         assert command.returncode == 128 + signal.SIGTERM, stdout[-2000:] + stderr[-3000:]
-        assert "ecrs: terminated" in stderr
+        assert "ecrs: stopped by SIGTERM" in stderr
         assert "FatalError" not in stderr
         assert running_servers(state) == {}
     finally:

@@ -1,4 +1,4 @@
-"""The fault suite command's duration option."""
+"""The fault suite command: its options and how it ends."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import argparse
 
 import pytest
 
+from ecrs.config import StackConfig
 from ecrs.errors import ConfigError
+from ecrs.faults import command
 from ecrs.faults.command import check_report_path, failed_checks, parse_duration
 
 
@@ -41,3 +43,22 @@ def test_summary_says_why_a_window_failed():
     assert failed_checks(["1 differences", "2 errors before the fault"]) == (
         "; FAILED: 1 differences; 2 errors before the fault"
     )
+
+
+def test_stack_is_stopped_when_loading_is_interrupted(tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM while the suite loads its stores stops the servers
+    it has started."""
+    stopped = []
+
+    def interrupted_load(folder, dataset):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "prepare_dataset", lambda folder: "dataset")
+    monkeypatch.setattr(command, "prepare_repository", lambda folder, dataset: None)
+    monkeypatch.setattr(command, "start_loaded_stack", interrupted_load)
+    monkeypatch.setattr(command, "stop_stack", stopped.append)
+    args = argparse.Namespace(short=True, duration=None, concurrency=8, report=None)
+    stack = StackConfig(state_dir=tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        command.run_faults(args, stack)
+    assert stopped == [tmp_path / "faults"]

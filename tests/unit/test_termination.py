@@ -51,3 +51,29 @@ def test_paddle_alone_takes_sigterm_over():
     done = run_script("paddle")
     assert done.returncode != 0
     assert "unwound" not in done.stdout
+
+
+HANGUP_SCRIPT = """
+import os, signal, sys, time
+from ecrs.cli import Terminated, handle_termination
+handle_termination()
+try:
+    os.kill(os.getpid(), signal.SIGHUP)
+    time.sleep(30)
+except Terminated as exc:
+    assert exc.signum == signal.SIGHUP, exc.signum
+    # A second signal while servers stop must not cut the stopping short.
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.5)
+    print("stopping servers undisturbed")
+    sys.exit(0)
+sys.exit(3)
+"""
+
+
+def test_hangup_unwinds_and_ignores_a_second_signal():
+    done = subprocess.run(
+        [sys.executable, "-c", HANGUP_SCRIPT], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "stopping servers undisturbed" in done.stdout

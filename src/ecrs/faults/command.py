@@ -78,9 +78,11 @@ def run_faults(args: argparse.Namespace, stack: StackConfig) -> int:
     started = time.monotonic()
     dataset = prepare_dataset(folder)
     prepare_repository(folder, dataset)
-    config = start_loaded_stack(folder, dataset)
-    print(f"the suite's stack runs from {folder}; soak {plan.soak_s:.0f} s", flush=True)
+    # The stack is stopped however the run ends, loading included: after an
+    # error, Ctrl-C or SIGTERM nothing of the suite's keeps running.
     try:
+        config = start_loaded_stack(folder, dataset)
+        print(f"the suite's stack runs from {folder}; soak {plan.soak_s:.0f} s", flush=True)
         result = run_suite(config, dataset, plan)
     finally:
         stop_stack(folder)
