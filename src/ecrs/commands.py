@@ -349,8 +349,8 @@ def run_benchmark(args: argparse.Namespace, stack: StackConfig) -> int:
 def check_benchmark_sizes(
     items: Sequence[int], levers: Sequence[int], candidates: int
 ) -> None:
-    """Reject a size given twice, one smaller than the candidates each request
-    asks for, and lever sizes that are not measured."""
+    """Reject a size given twice, one smaller than the candidates of each
+    request, and lever sizes that are not measured."""
     small = [size for size in items if size < candidates]
     if small:
         raise ConfigError(

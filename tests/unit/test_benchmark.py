@@ -410,7 +410,7 @@ def test_index_type_short_of_recall_is_named():
 
 def test_index_table_marks_the_rows_serving_could_use():
     """A faster row with other search parameters is shown but not chosen,
-    and the table says which rows were candidates."""
+    and the table marks which rows were candidates."""
     size = size_result(10_000)
     chosen = size["index"]["chosen"]
     faster = {**chosen, "label": "HNSW (ef=512)", "p50_ms": 0.1, "served": False}
@@ -441,7 +441,7 @@ def test_benchmark_list_with_an_empty_entry_is_rejected(capsys):
     assert "'1000,,2000' has an empty entry" in capsys.readouterr().err
 
 
-def test_benchmark_work_dir_that_cannot_be_made_is_one_line_error(tmp_path, capsys):
+def test_unwritable_work_dir_is_one_line_error(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     code = main(

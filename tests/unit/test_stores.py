@@ -129,9 +129,9 @@ def test_milvus_failing_a_valid_request_is_unavailable(code, message):
     assert info.value.service == "milvus"
 
 
-def test_unexpected_milvus_error_keeps_code_and_message_for_the_caller():
-    """repr() of a pymilvus exception is "MilvusException()"; the request's
-    internal error message must still say what Milvus answered."""
+def test_internal_error_keeps_milvus_code():
+    """repr() of a pymilvus exception is "MilvusException()", so the
+    request's internal error message must contain its code and message."""
     exc = MilvusException(code=1, message="Unexpected error, message=<boom>")
     message = internal_error_message(exc, "r-17")
     assert "MilvusException" in message

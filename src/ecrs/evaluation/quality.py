@@ -37,6 +37,7 @@ from ecrs.evaluation.evaluate import (
     evaluate_scorer,
 )
 from ecrs.evaluation.served import served_rankings
+from ecrs.stack.machine import cpu_model
 from ecrs.training.checkpoint import Checkpoint
 from ecrs.training.data import encode_dataset
 from ecrs.training.pipeline import TrainingParams, train_models
@@ -317,21 +318,10 @@ def machine_summary() -> dict[str, Any]:
     from ecrs.paddle_runtime import paddle
 
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "paddlepaddle": paddle.__version__,
         "onnxruntime": onnxruntime.__version__,
         "date": time.strftime("%Y-%m-%d"),
     }
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()

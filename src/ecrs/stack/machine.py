@@ -9,7 +9,6 @@ import platform
 import subprocess
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from ecrs.errors import EcrsError
@@ -18,14 +17,6 @@ from ecrs.stack.redis_server import find_redis_server
 
 def describe_machine() -> dict[str, Any]:
     """Describe the machine and the versions of the servers and libraries."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     versions = {}
     for package in ("nvidia-pytriton", "milvus", "pymilvus", "redis", "onnxruntime",
                     "tritonclient", "numpy"):  # fmt: skip
@@ -34,7 +25,7 @@ def describe_machine() -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             versions[package] = "not installed"
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "system": f"{platform.system()} {platform.release()}",
@@ -58,6 +49,19 @@ def redis_server_version() -> str:
         if part.startswith("v="):
             return part[2:]
     return output.strip() or "unknown"
+
+
+def cpu_model() -> str:
+    """Return the CPU's model name, or the platform's processor name where
+    /proc/cpuinfo has none."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def format_machine(machine: Mapping[str, Any]) -> str:
